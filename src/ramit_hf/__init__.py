@@ -1,0 +1,1 @@
+"""RAMiT image restoration for the Hugging Face ecosystem."""
