@@ -1,10 +1,17 @@
+import functools
+import json
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RAMIT_SHARED", REPO_ROOT.parent / "shared")).resolve()
+
+# original (target_mode) names of the golden cases -> our task names
+GOLDEN_TASKS = {"light_x2": "sr-x2", "light_x3": "sr-x3", "light_x4": "sr-x4", "light_dn": "color-dn",
+                "light_graydn": "gray-dn", "light_lle": "lle", "light_dr": "derain"}
 
 
 def shared_path(*parts: str) -> Path:
@@ -13,3 +20,40 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.fail(f"reference data missing: {path} (set RAMIT_SHARED to the folder holding reference/ and testsets/)")
     return path
+
+
+@functools.cache
+def golden_index() -> dict:
+    return json.loads(shared_path("reference", "golden", "index.json").read_text())
+
+
+@functools.cache
+def golden_case(name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(shared_path("reference", "golden", f"{name}.safetensors"))
+
+
+def golden_model(name: str):
+    """The model of a golden case: the released checkpoint converted, or the stored random weights."""
+    from ramit_hf import convert_original_checkpoint
+
+    info = golden_index()[name]
+    if info["checkpoint"]:
+        return convert_original_checkpoint(shared_path("reference", "checkpoints", info["checkpoint"]))
+    weights = {k.removeprefix("weights."): v for k, v in golden_case(name).items() if k.startswith("weights.")}
+    return convert_original_checkpoint(weights, variant=info["model_name"], task=GOLDEN_TASKS[info["target_mode"]])
+
+
+@functools.cache
+def checkpoint(name: str) -> Path:
+    return shared_path("reference", "checkpoints", name)
+
+
+def small_config(**overrides):
+    """A tiny RAMiT for fast tests of behaviour that does not depend on size."""
+    from ramit_hf import RamitConfig
+
+    fields = dict(embed_dim=16, depths=(1, 1, 1, 2), num_heads=(4, 4, 4, 4), upscale=2, fusion_expand_groups=1)
+    fields.update(overrides)
+    return RamitConfig(**fields)

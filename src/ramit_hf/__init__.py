@@ -1,1 +1,42 @@
-"""RAMiT image restoration for the Hugging Face ecosystem."""
+"""RAMiT image restoration for the Hugging Face ecosystem.
+
+Importing the package registers RAMiT with transformers' Auto classes (`AutoConfig`, `AutoModel`,
+`AutoModelForImageToImage`, `AutoImageProcessor`).
+"""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageToImage
+
+from .configuration_ramit import PRESETS, TASKS, VARIANTS, RamitConfig
+from .convert import CheckpointError, convert_original_checkpoint
+from .image_processing_ramit import RamitImageProcessor
+from .modeling_ramit import RamitForImageRestoration, RamitModel, RamitPreTrainedModel
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    AutoConfig.register(RamitConfig.model_type, RamitConfig, exist_ok=True)
+    AutoModel.register(RamitConfig, RamitModel, exist_ok=True)
+    AutoModelForImageToImage.register(RamitConfig, RamitForImageRestoration, exist_ok=True)
+    AutoImageProcessor.register(RamitConfig, image_processor_classes={"pil": RamitImageProcessor}, exist_ok=True)
+    # saved folders carry the code and an auto_map, so they load with trust_remote_code where ramit_hf is absent
+    RamitConfig.register_for_auto_class()
+    RamitModel.register_for_auto_class("AutoModel")
+    RamitForImageRestoration.register_for_auto_class("AutoModelForImageToImage")
+    RamitImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+
+_register()
+
+__all__ = [
+    "PRESETS",
+    "TASKS",
+    "VARIANTS",
+    "CheckpointError",
+    "RamitConfig",
+    "RamitForImageRestoration",
+    "RamitImageProcessor",
+    "RamitModel",
+    "RamitPreTrainedModel",
+    "convert_original_checkpoint",
+]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up (once) and run ramit_hf on a fresh machine.
+#   scripts/run.sh tests            install everything and run the test suite
+#   scripts/run.sh COMMAND [ARGS]   install the library and run COMMAND inside its environment (e.g. ramit restore ...)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${RAMIT_VENV:-$root/.venv}"
+python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+# torch first and pinned: the CPU build of 2.13.0 is what the rest resolves against
+"$venv/bin/python" -m pip install --quiet torch==2.13.0
+extras="."
+if [ "${1:-}" = "tests" ]; then
+  extras=".[test,train,space]"
+fi
+"$venv/bin/python" -m pip install --quiet -e "$root/$extras" 2>&1 | grep -v "^WARNING: Location" || true
+export PATH="$venv/bin:$PATH"
+
+if [ "${1:-}" = "tests" ]; then
+  shift
+  cd "$root"
+  exec python -m pytest -q "$@"
+fi
+exec "$@"

@@ -1,0 +1,34 @@
+"""The `ramit` command: one sub-command per module in `ramit_hf.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> module in ramit_hf.commands providing `add_parser(subparsers)`; imported only when used
+COMMANDS = {
+    "convert": "convert",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ramit", description="RAMiT image restoration")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in sys.argv[1:] if a in COMMANDS), None)
+    for name, module in COMMANDS.items():
+        if chosen is None or name == chosen:
+            importlib.import_module(f"ramit_hf.commands.{module}").add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=f"(see: ramit {name} --help)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the `ramit` command line."""

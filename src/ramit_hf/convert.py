@@ -1,0 +1,283 @@
+"""Original RAMiT checkpoints -> `RamitForImageRestoration`.
+
+Detection (which variant and task a checkpoint holds) is kept apart from the architecture: the architecture is read
+from the weights' shapes, the task from the file name or the caller, and the two are checked against each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import tempfile
+from types import MappingProxyType
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .configuration_ramit import PRESETS, TASK_UPSCALE, TASKS, VARIANTS, RamitConfig, preset_name
+from .image_processing_ramit import RamitImageProcessor
+from .modeling_ramit import RamitForImageRestoration
+
+# File names of the original release: <variant>_<task code>.pth, e.g. RAMiT-1_X2.pth, RAMiT_GDN.pth.
+_FILE_TASKS = {"X2": "sr-x2", "X3": "sr-x3", "X4": "sr-x4", "CDN": "color-dn", "GDN": "gray-dn", "LLE": "lle", "DR": "derain"}
+_FILE_NAME = re.compile(r"(RAMiT(?:-1|-slimSR|-slimLLE)?)_(X2|X3|X4|CDN|GDN|LLE|DR)\b", re.IGNORECASE)
+
+# Original parameter names -> ours, applied in order to each key.
+_KEY_RULES = [
+    (re.compile(r"^shallow\.conv\."), "ramit.shallow."),
+    (re.compile(r"^stage(\d)\.blocks\.block(\d+)\."), lambda m: f"ramit.stages.{int(m[1]) - 1}.blocks.{m[2]}."),
+    (re.compile(r"\.qkv_proj\.qkv\."), ".qkv."),
+    (re.compile(r"\.sp_attn\."), ".spatial_attention."),
+    (re.compile(r"\.ch_attn\."), ".channel_attention."),
+    (re.compile(r"\.ffn\.hidden\."), ".ffn.fc1."),
+    (re.compile(r"\.ffn\.out\."), ".ffn.fc2."),
+    (re.compile(r"^down(\d)\."), lambda m: f"ramit.downsizings.{int(m[1]) - 1}."),
+    (re.compile(r"^bottleneck\."), "ramit.bottleneck."),
+    (re.compile(r"^attn_mix\."), "ramit.hrami."),
+    (re.compile(r"^to_target\.mobivari\.mobivari(\d+)\."), lambda m: f"reconstruction.mobivari.{m[1]}."),
+    (re.compile(r"^to_target\."), "reconstruction."),
+    (re.compile(r"\.norm(\d?)\.norm\."), lambda m: f".norm{m[1]}."),
+]
+# Buffers the original saved with its weights; ours are rebuilt from the config.
+_DERIVED_BUFFERS = re.compile(r"\.relative_position_index$")
+
+
+class CheckpointError(ValueError):
+    """An original checkpoint that cannot be converted; the message names the file and the problem."""
+
+
+def convert_key(original_key: str) -> str:
+    key = original_key
+    for pattern, replacement in _KEY_RULES:
+        key = pattern.sub(replacement, key)
+    return key
+
+
+def infer_from_file_name(name: str | os.PathLike) -> tuple[str | None, str | None]:
+    """(variant, task) from an original file name such as `RAMiT-slimSR_X3.pth`; None where the name does not tell."""
+    match = _FILE_NAME.search(Path(name).name)
+    if not match:
+        return None, None
+    variant = next(v for v in VARIANTS if v.lower() == match[1].lower())
+    return variant, _FILE_TASKS[match[2].upper()]
+
+
+def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read an original `.pth` file safely (`weights_only=True`) and return its parameter dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load fails in many ways on foreign or damaged files
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or not a .pth file): {error}"
+        ) from error
+    return _unwrap(loaded, source=str(path))
+
+
+def _unwrap(loaded, source: str) -> dict[str, torch.Tensor]:
+    for wrapper in ("state_dict", "model", "params", "params_ema"):
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
+            loaded = loaded[wrapper]
+            break
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise CheckpointError(f"{source} does not hold a state dict of tensors (found {type(loaded).__name__})")
+    state_dict = {k.removeprefix("module."): v for k, v in loaded.items()}
+    if "shallow.conv.weight" not in state_dict or "to_target.conv.weight" not in state_dict:
+        some = ", ".join(list(state_dict)[:5]) or "none"
+        raise CheckpointError(
+            f"{source} is not an original RAMiT checkpoint: 'shallow.conv.weight' and 'to_target.conv.weight' are "
+            f"missing (first keys: {some})"
+        )
+    return state_dict
+
+
+def infer_io(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """(input channels, upscale) of an original checkpoint, read from its first and last convolutions."""
+    in_chans = state_dict["shallow.conv.weight"].shape[1]
+    out = state_dict["to_target.conv.weight"].shape[0] // in_chans
+    upscale = round(out**0.5)
+    if upscale * upscale != out:
+        raise CheckpointError(f"the reconstruction conv's {out} output channels per image channel are not a square")
+    return in_chans, upscale
+
+
+@functools.cache
+def _body_shapes(variant: str) -> MappingProxyType:
+    """Shapes of the task-independent parameters (stages, Downsizing, Bottleneck, H-RAMi) of a variant."""
+    name = next(n for n, (v, _) in PRESETS.items() if v == variant)
+    with torch.device("meta"):
+        model = RamitForImageRestoration(RamitConfig.from_preset(name))
+    return MappingProxyType({k: tuple(v.shape) for k, v in model.state_dict().items() if _is_body(k)})
+
+
+def _is_body(key: str) -> bool:
+    return key.startswith("ramit.") and not key.startswith("ramit.shallow.")
+
+
+def matching_variants(weights: Mapping[str, torch.Tensor]) -> list[str]:
+    """Variants whose parameters have the shapes of the converted `weights` wherever both have a parameter,
+    the closest (fewest keys on one side only) first; a damaged checkpoint still finds its variant."""
+    shapes = {k: tuple(v.shape) for k, v in weights.items() if _is_body(k)}
+    scored = []
+    for variant in VARIANTS:
+        body = _body_shapes(variant)
+        shared = body.keys() & shapes.keys()
+        if shared and all(body[k] == shapes[k] for k in shared):
+            scored.append((len(body.keys() ^ shapes.keys()), variant))
+    return [variant for _, variant in sorted(scored)]
+
+
+def detect_setting(state_dict, variant: str | None, task: str | None, source: str) -> tuple[str, str]:
+    """The (variant, task) of an original checkpoint: given or inferred, and checked against its weights."""
+    weights = convert_state_dict(state_dict)
+    matching = matching_variants(weights)
+    width = weights["ramit.shallow.weight"].shape[0]
+    depths = [len({k.split(".")[4] for k in weights if k.startswith(f"ramit.stages.{i}.")}) for i in range(4)]
+    described = f"embed_dim {width}, depths {depths}" + (f" ({matching[0]})" if matching else "")
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise CheckpointError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        if variant not in matching:
+            raise CheckpointError(f"{source} does not hold {variant} weights: its weights have {described}")
+    elif matching:
+        variant = matching[0]
+    else:
+        raise CheckpointError(f"{source} matches no RAMiT variant: its weights have {described}")
+
+    in_chans, upscale = infer_io(state_dict)
+    fitting = [t for t in TASKS if TASK_UPSCALE.get(t, 1) == upscale and (t == "gray-dn") == (in_chans == 1)]
+    if task is not None:
+        if task not in TASKS:
+            raise CheckpointError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        if task not in fitting:
+            raise CheckpointError(
+                f"{source} cannot serve task {task!r}: its weights take {in_chans}-channel input with upscale "
+                f"{upscale} (they fit {', '.join(fitting) or 'no task'})"
+            )
+    else:
+        released = [t for t in fitting if (variant, t) in PRESETS.values()]
+        if len(released) != 1:
+            raise CheckpointError(
+                f"cannot tell the task of {source} from its weights (it could be {', '.join(released or fitting)}): "
+                "pass task=... or keep the original file name (e.g. RAMiT_LLE.pth)"
+            )
+        task = released[0]
+    try:
+        preset_name(variant, task)
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}") from None
+    return variant, task
+
+
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename original parameters to ours (as float32), dropping the buffers our model rebuilds."""
+    return {convert_key(k): v.float() for k, v in state_dict.items() if not _DERIVED_BUFFERS.search(k)}
+
+
+def convert_original_checkpoint(
+    path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
+    variant: str | None = None,
+    task: str | None = None,
+) -> RamitForImageRestoration:
+    """Build a `RamitForImageRestoration` from an original RAMiT checkpoint.
+
+    Args:
+        path_or_state_dict: a `.pth` file of the original release (read with `weights_only=True`) or its state dict.
+        variant: `RAMiT`, `RAMiT-1`, `RAMiT-slimSR` or `RAMiT-slimLLE`; inferred from the file name or the weights.
+        task: `sr-x2`, `sr-x3`, `sr-x4`, `color-dn`, `gray-dn`, `lle` or `derain`; inferred from the file name, or
+            from the weights where they tell (super-resolution, grayscale denoising).
+
+    Raises `CheckpointError` (a `ValueError`) naming the file and the problem: an unreadable file, weights of another
+    variant or task, or missing / unexpected / mis-shaped parameters.
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        source = "the given state dict"
+        state_dict = _unwrap(path_or_state_dict, source)
+        name_variant = name_task = None
+    else:
+        source = str(path_or_state_dict)
+        state_dict = load_original_state_dict(path_or_state_dict)
+        name_variant, name_task = infer_from_file_name(path_or_state_dict)
+    for given, from_name, what in ((variant, name_variant, "variant"), (task, name_task, "task")):
+        if given is not None and from_name is not None and given != from_name:
+            raise CheckpointError(f"{source} is named as {what} {from_name!r} but {what} {given!r} was requested")
+    variant, task = detect_setting(state_dict, variant or name_variant, task or name_task, source)
+
+    config = RamitConfig.from_preset(preset_name(variant, task))
+    model = RamitForImageRestoration(config)
+    load_converted(model, convert_state_dict(state_dict), source)
+    model.eval()
+    return model
+
+
+def load_converted(model: RamitForImageRestoration, weights: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load renamed weights strictly, raising one error that lists every missing, unexpected or mis-shaped key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in weights.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if items:
+                parts.append(f"{title} ({len(items)}): " + ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
+        raise CheckpointError(f"{source} does not fit {model.config.variant} {model.config.task}: " + "; ".join(parts))
+    model.load_state_dict(weights, strict=True)
+
+
+def processor_for(config: RamitConfig) -> RamitImageProcessor:
+    """The image processor that goes with a model: the paper's padding multiple and the model's channels."""
+    return RamitImageProcessor(size_divisor=config.pad_multiple, num_channels=config.num_channels)
+
+
+def save_model_folder(model, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a `from_pretrained` folder (config, model.safetensors, preprocessor config, code) atomically.
+
+    The folder is assembled beside its destination and renamed into place, so an interrupted run leaves nothing
+    half-written. An existing non-empty folder is replaced only with `overwrite=True`.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        if not overwrite:
+            raise FileExistsError(
+                f"{output_dir} already exists and is not empty; replace it with overwrite=True (--overwrite)"
+            )
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        model.save_pretrained(staging)
+        processor_for(model.config).save_pretrained(staging)
+        if output_dir.exists():
+            old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
+            output_dir.rename(old)
+            staging.rename(output_dir)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        else:
+            staging.rename(output_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return output_dir
+
+
+__all__ = [
+    "CheckpointError",
+    "processor_for",
+    "save_model_folder",
+    "convert_original_checkpoint",
+    "convert_state_dict",
+    "detect_setting",
+    "infer_io",
+    "matching_variants",
+    "infer_from_file_name",
+    "load_original_state_dict",
+]

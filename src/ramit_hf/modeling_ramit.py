@@ -1,0 +1,517 @@
+"""RAMiT: Reciprocal Attention Mixing Transformer (Choi et al., CVPR 2024 Workshops, arXiv 2305.11474).
+
+Modules are named after the paper: D-RAMiT blocks run windowed spatial self-attention (SP-SA) and channel
+self-attention (CH-SA) side by side, mix them with MobiVari, and an H-RAMi layer mixes the attention outputs of
+the four hierarchical stages. Tensors stay (batch, channels, height, width) throughout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput, ImageSuperResolutionOutput
+
+from .configuration_ramit import RamitConfig
+
+# The original clamps the learnt logit scale of cosine attention at log(1 / 0.01).
+_MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def relative_position_index(window_size: int) -> torch.Tensor:
+    """Index into the relative position bias table for every pair of positions inside a window."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij"))
+    coords = coords.flatten(1)
+    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
+    return relative[..., 0] * (2 * window_size - 1) + relative[..., 1]
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """(B, L, C, H, W) -> (B * windows, L, window_size**2, C), windows in row-major order."""
+    b, heads, c, h, w = x.shape
+    x = x.view(b, heads, c, h // window_size, window_size, w // window_size, window_size)
+    x = x.permute(0, 3, 5, 1, 4, 6, 2)
+    return x.reshape(-1, heads, window_size * window_size, c)
+
+
+def window_unpartition(x: torch.Tensor, window_size: int, height: int, width: int) -> torch.Tensor:
+    """(B * windows, L, window_size**2, C) -> (B, L * C, H, W), the inverse of `window_partition` with heads merged."""
+    _, heads, _, c = x.shape
+    nh, nw = height // window_size, width // window_size
+    x = x.view(-1, nh, nw, heads, window_size, window_size, c)
+    x = x.permute(0, 3, 6, 1, 4, 2, 5)
+    return x.reshape(-1, heads * c, height, width)
+
+
+def cosine_logit_scale(logit_scale: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(logit_scale, max=_MAX_LOGIT_SCALE).exp()
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop whole samples of a residual branch."""
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class RamitLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) map, at every pixel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class RamitSpatialSelfAttention(nn.Module):
+    """SP-SA: cosine self-attention inside (optionally shifted) windows, with a relative position bias.
+
+    With the reciprocal helper, values are scaled by the previous block's CH-SA output averaged over its heads.
+    Shifted windows wrap around the border without a mask, as in the original.
+    """
+
+    def __init__(self, config: RamitConfig, head_dim: int, num_heads: int, shift: int):
+        super().__init__()
+        self.head_dim = head_dim
+        self.num_heads = num_heads
+        self.window_size = config.window_size
+        self.shift = shift
+        self.backend = config.attention_backend
+        self.logit_scale = nn.Parameter(torch.empty(num_heads, 1, 1))
+        self.relative_position_bias_table = nn.Parameter(torch.empty((2 * self.window_size - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(self.window_size), persistent=False)
+        self.attn_drop = nn.Dropout(config.attention_dropout)
+        self.proj = nn.Conv2d(head_dim * num_heads, head_dim * num_heads, 1)
+        self.proj_drop = nn.Dropout(config.projection_dropout)
+
+    def relative_position_bias(self) -> torch.Tensor:
+        area = self.window_size**2
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(area, area, -1)
+        return bias.permute(2, 0, 1).unsqueeze(0)
+
+    def forward(self, qkv: torch.Tensor, channel_helper: torch.Tensor | None = None) -> torch.Tensor:
+        """qkv: (B, heads, 3 * head_dim, H, W); channel_helper: (B, channel heads * head_dim, H, W) or None."""
+        height, width = qkv.shape[-2:]
+        if self.shift:
+            qkv = torch.roll(qkv, shifts=(-self.shift, -self.shift), dims=(-2, -1))
+        q, k, v = window_partition(qkv, self.window_size).chunk(3, dim=-1)
+        if channel_helper is not None:
+            if self.shift:
+                channel_helper = torch.roll(channel_helper, shifts=(-self.shift, -self.shift), dims=(-2, -1))
+            b, c = channel_helper.shape[:2]
+            helper = channel_helper.view(b, c // self.head_dim, self.head_dim, height, width)
+            helper = window_partition(helper, self.window_size).mean(dim=1, keepdim=True)
+            v = v * helper
+
+        scale = cosine_logit_scale(self.logit_scale)
+        if self.backend == "fused":
+            # the per-head logit scale is folded into the queries so one kernel does the rest
+            x = F.scaled_dot_product_attention(
+                F.normalize(q, dim=-1) * scale,
+                F.normalize(k, dim=-1),
+                v,
+                attn_mask=self.relative_position_bias().to(q.dtype),
+                dropout_p=self.attn_drop.p if self.training else 0.0,
+                scale=1.0,
+            )
+        else:
+            attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+            attn = attn * scale + self.relative_position_bias()
+            x = self.attn_drop(F.softmax(attn, dim=-1)) @ v
+
+        x = self.proj_drop(self.proj(window_unpartition(x, self.window_size, height, width)))
+        if self.shift:
+            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(-2, -1))
+        return x
+
+
+class RamitChannelSelfAttention(nn.Module):
+    """CH-SA: cosine self-attention between the channels of each head over the whole image.
+
+    With the reciprocal helper, values are scaled by the previous block's SP-SA output averaged over its channels.
+    """
+
+    def __init__(self, config: RamitConfig, head_dim: int, num_heads: int):
+        super().__init__()
+        self.head_dim = head_dim
+        self.num_heads = num_heads
+        self.logit_scale = nn.Parameter(torch.empty(num_heads, 1, 1))
+        self.attn_drop = nn.Dropout(config.attention_dropout)
+        self.proj = nn.Conv2d(head_dim * num_heads, head_dim * num_heads, 1)
+        self.proj_drop = nn.Dropout(config.projection_dropout)
+
+    def forward(self, qkv: torch.Tensor, spatial_helper: torch.Tensor | None = None) -> torch.Tensor:
+        """qkv: (B, heads, 3 * head_dim, H, W); spatial_helper: (B, spatial heads * head_dim, H, W) or None."""
+        b, heads, _, height, width = qkv.shape
+        q, k, v = qkv.flatten(3).chunk(3, dim=2)
+        if spatial_helper is not None:
+            v = v * spatial_helper.mean(dim=1, keepdim=True).flatten(2).unsqueeze(1)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = self.attn_drop(F.softmax(attn * cosine_logit_scale(self.logit_scale), dim=-1))
+        x = (attn @ v).reshape(b, heads * self.head_dim, height, width)
+        return self.proj_drop(self.proj(x))
+
+
+class RamitMobiVari(nn.Module):
+    """MobiVari: the MobileNet-style convolution that mixes features throughout RAMiT.
+
+    Version 1: depthwise 3x3 (skip added after its activation), then pointwise. Version 2: grouped pointwise expansion, then depthwise 3x3 (with
+    a skip) then pointwise. Both add the input back when the width is unchanged.
+    """
+
+    def __init__(self, config: RamitConfig, dim: int, out_dim: int | None = None, expansion_factor=None, groups=None):
+        super().__init__()
+        self.version = config.mobivari_version
+        self.out_dim = out_dim or dim
+        self.residual = self.out_dim == dim
+        self.act = _mobivari_activation(config.mobivari_act)
+        if self.version == 1:
+            self.dw_conv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
+            self.pw_conv = nn.Conv2d(dim, self.out_dim, 1)
+        else:
+            expansion_factor = expansion_factor or config.mobivari_expansion_factor
+            groups = groups or config.mobivari_expand_groups
+            expand_dim = int(dim * expansion_factor)
+            expand_dim += groups - expand_dim % groups
+            self.exp_conv = nn.Conv2d(dim, expand_dim, 1, groups=groups)
+            self.dw_conv = nn.Conv2d(expand_dim, expand_dim, 3, 1, 1, groups=expand_dim)
+            self.pw_conv = nn.Conv2d(expand_dim, self.out_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.version == 1:
+            out = self.act(self.pw_conv(self.act(self.dw_conv(x)) + x))
+        else:
+            expanded = self.act(self.exp_conv(x))
+            out = self.pw_conv(self.act(self.dw_conv(expanded) + expanded))
+        return out + x if self.residual else out
+
+
+def _mobivari_activation(name: str) -> nn.Module:
+    return nn.LeakyReLU() if name == "leaky_relu" else ACT2FN[name]
+
+
+class RamitFeedForward(nn.Module):
+    def __init__(self, config: RamitConfig):
+        super().__init__()
+        hidden = int(config.embed_dim * config.mlp_ratio)
+        self.fc1 = nn.Conv2d(config.embed_dim, hidden, 1)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Conv2d(hidden, config.embed_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class RamitDRAMiTBlock(GradientCheckpointingLayer):
+    """D-RAMiT block: SP-SA and CH-SA on one shared qkv projection, mixed by MobiVari, then a feed-forward network.
+
+    Both sub-layers are post-normalised: x + LN(MobiVari([SP-SA, CH-SA])) and then y + LN(FFN(y)).
+    """
+
+    def __init__(self, config: RamitConfig, num_heads: int, num_channel_heads: int, shift: int, drop_path_rate: float):
+        super().__init__()
+        dim = config.embed_dim
+        head_dim = dim // num_heads
+        self.num_heads = num_heads
+        self.num_spatial_heads = num_heads - num_channel_heads
+        self.head_dim = head_dim
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=config.qkv_bias)
+        self.spatial_attention = (
+            RamitSpatialSelfAttention(config, head_dim, self.num_spatial_heads, shift) if self.num_spatial_heads else None
+        )
+        self.channel_attention = (
+            RamitChannelSelfAttention(config, head_dim, num_channel_heads) if num_channel_heads else None
+        )
+        self.mobivari = RamitMobiVari(config, dim)
+        self.norm1 = RamitLayerNorm(dim, eps=config.layer_norm_eps)
+        self.ffn = RamitFeedForward(config)
+        self.norm2 = RamitLayerNorm(dim, eps=config.layer_norm_eps)
+        self.drop_path_rate = drop_path_rate
+
+    def forward(self, x, spatial_helper=None, channel_helper=None):
+        """Returns (output, SP-SA output, CH-SA output, mixed attention before the norm)."""
+        b, _, h, w = x.shape
+        qkv = self.qkv(x).view(b, self.num_heads, 3 * self.head_dim, h, w)
+        split = self.num_spatial_heads
+        spatial = (
+            self.spatial_attention(qkv[:, :split], channel_helper)
+            if self.spatial_attention is not None
+            else x.new_zeros(b, 0, h, w)
+        )
+        channel = (
+            self.channel_attention(qkv[:, split:], spatial_helper)
+            if self.channel_attention is not None
+            else x.new_zeros(b, 0, h, w)
+        )
+        mixed = self.mobivari(torch.cat([spatial, channel], dim=1))
+        x = drop_path(self.norm1(mixed), self.drop_path_rate, self.training) + x
+        x = drop_path(self.norm2(self.ffn(x)), self.drop_path_rate, self.training) + x
+        return x, spatial, channel, mixed
+
+
+class RamitStage(nn.Module):
+    """A stage of D-RAMiT blocks; odd blocks shift their windows by half a window."""
+
+    def __init__(self, config: RamitConfig, stage: int):
+        super().__init__()
+        num_heads = config.num_heads[stage]
+        num_channel_heads = config.num_channel_heads[stage]
+        self.use_helper = config.reciprocal_helper and 0 < num_channel_heads < num_heads
+        self.blocks = nn.ModuleList(
+            RamitDRAMiTBlock(
+                config,
+                num_heads,
+                num_channel_heads,
+                shift=0 if index % 2 == 0 else config.window_size // 2,
+                drop_path_rate=config.drop_path_rate,
+            )
+            for index in range(config.depths[stage])
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the stage output and the last block's mixed attention (the input of H-RAMi)."""
+        spatial = channel = None
+        for block in self.blocks:
+            x, spatial, channel, mixed = block(x, spatial, channel)
+            if not self.use_helper:
+                spatial = channel = None
+        return x, mixed
+
+
+class RamitDownsizing(nn.Module):
+    """Halves the resolution: 2x2 neighbourhoods to channels (4C), LayerNorm, then MobiVari back to C."""
+
+    def __init__(self, config: RamitConfig):
+        super().__init__()
+        dim = config.embed_dim
+        self.norm = RamitLayerNorm(4 * dim, eps=config.layer_norm_eps)
+        self.reduction = RamitMobiVari(config, 4 * dim, out_dim=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]], dim=1)
+        return self.reduction(self.norm(x))
+
+
+class RamitBottleneck(nn.Module):
+    """Fuses the outputs of stages 1-3 (each plus the max-pooled shallow features) at full resolution.
+
+    Coarser stages are brought up by pixel shuffle, so they contribute C/4 and C/16 channels.
+    """
+
+    def __init__(self, config: RamitConfig):
+        super().__init__()
+        dim = config.embed_dim
+        self.num_inputs = len(config.depths) - 1
+        cat_dim = sum(dim // 4**i for i in range(self.num_inputs))
+        self.mobivari = RamitMobiVari(
+            config, cat_dim, dim, config.fusion_expansion_factor, config.fusion_expand_groups
+        )
+        self.norm = RamitLayerNorm(dim, eps=config.layer_norm_eps)
+
+    def forward(self, shallow: torch.Tensor, stage_outputs: list[torch.Tensor]) -> torch.Tensor:
+        fused = []
+        pooled = shallow
+        for level, stage_output in enumerate(stage_outputs):
+            if level:
+                pooled = F.max_pool2d(pooled, 2)
+            fused.append(F.pixel_shuffle(stage_output + F.leaky_relu(pooled), 2**level))
+        return self.norm(self.mobivari(torch.cat(fused, dim=1)))
+
+
+class RamitHRAMi(nn.Module):
+    """H-RAMi: mixes the attention outputs of all four stages into one full-resolution modulation map."""
+
+    def __init__(self, config: RamitConfig):
+        super().__init__()
+        dim = config.embed_dim
+        in_dim = dim + dim // 4 + dim // 16 + dim
+        self.mobivari = RamitMobiVari(config, in_dim, dim, config.fusion_expansion_factor, config.fusion_expand_groups)
+
+    def forward(self, attention_maps: list[torch.Tensor]) -> torch.Tensor:
+        *encoder_maps, last = attention_maps
+        maps = [F.pixel_shuffle(attn, 2**level) for level, attn in enumerate(encoder_maps)]
+        return self.mobivari(torch.cat(maps + [last], dim=1))
+
+
+class RamitReconstruction(nn.Module):
+    """MobiVari layers, a 3x3 conv to out_channels * upscale**2, pixel shuffle, and a final 3x3 conv."""
+
+    def __init__(self, config: RamitConfig):
+        super().__init__()
+        dim, out_chans, upscale = config.embed_dim, config.num_channels, config.upscale
+        self.mobivari = nn.ModuleList(RamitMobiVari(config, dim) for _ in range(config.num_reconstruction_mobivari))
+        self.conv = nn.Conv2d(dim, out_chans * upscale**2, 3, 1, 1)
+        self.upscale = upscale
+        self.final_conv = nn.Conv2d(out_chans, out_chans, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.mobivari:
+            x = layer(x)
+        x = self.conv(x)
+        if self.upscale > 1:
+            x = F.pixel_shuffle(x, self.upscale)
+        return self.final_conv(x)
+
+
+class RamitPreTrainedModel(PreTrainedModel):
+    config_class = RamitConfig
+    base_model_prefix = "ramit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["RamitDRAMiTBlock"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # PyTorch's own defaults, which the original relies on (transformers' generic init would redraw the convs),
+        # and the non-persistent buffers, which from_pretrained leaves unfilled.
+        if isinstance(module, nn.Conv2d):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in = module.weight.shape[1] * module.weight[0, 0].numel()
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, RamitSpatialSelfAttention):
+            init.constant_(module.logit_scale, math.log(10.0))
+            init.zeros_(module.relative_position_bias_table)
+            init.copy_(module.relative_position_index, relative_position_index(module.window_size))
+        elif isinstance(module, RamitChannelSelfAttention):
+            init.constant_(module.logit_scale, math.log(10.0))
+        elif isinstance(module, RamitModel):
+            init.copy_(module.image_mean, _channel_stats(module.config.image_mean))
+            init.copy_(module.image_std, _channel_stats(module.config.image_std))
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Switch between the `"faithful"` and `"fused"` attention computations (see `RamitConfig`)."""
+        if backend not in ("faithful", "fused"):
+            raise ValueError(f"attention backend must be 'faithful' or 'fused', got {backend!r}")
+        self.config.attention_backend = backend
+        for module in self.modules():
+            if isinstance(module, RamitSpatialSelfAttention):
+                module.backend = backend
+
+
+def _channel_stats(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
+
+
+class RamitModel(RamitPreTrainedModel):
+    """The RAMiT body: input padding and normalisation, shallow conv, four stages, Bottleneck and H-RAMi.
+
+    Returns the features fed to the Reconstruction head (stage 4 modulated by H-RAMi, plus the shallow features),
+    at the padded resolution.
+    """
+
+    def __init__(self, config: RamitConfig):
+        super().__init__(config)
+        self.register_buffer("image_mean", _channel_stats(config.image_mean), persistent=False)
+        self.register_buffer("image_std", _channel_stats(config.image_std), persistent=False)
+        self.shallow = nn.Conv2d(config.num_channels, config.embed_dim, 3, 1, 1)
+        self.stages = nn.ModuleList(RamitStage(config, stage) for stage in range(len(config.depths)))
+        self.downsizings = nn.ModuleList(RamitDownsizing(config) for _ in range(len(config.depths) - 2))
+        self.bottleneck = RamitBottleneck(config)
+        self.hrami = RamitHRAMi(config)
+        self.post_init()
+
+    def pad_and_normalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Zero-pad bottom/right to a multiple of `config.pad_multiple`, then apply the task normalisation."""
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.config.num_channels}, height, width), "
+                f"got {tuple(pixel_values.shape)}"
+            )
+        multiple = self.config.pad_multiple
+        height, width = pixel_values.shape[-2:]
+        x = F.pad(pixel_values, (0, -width % multiple, 0, -height % multiple))
+        if self.config.normalize_input:
+            x = (x - self.image_mean.to(x.dtype)) / self.image_std.to(x.dtype)
+        return x
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutput | tuple:
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        x = self.pad_and_normalize(pixel_values)
+
+        shallow = self.shallow(x)
+        encoder_outputs, attention_maps = [], []
+        hidden = shallow
+        for level, stage in enumerate(self.stages[:-1]):
+            if level:
+                hidden = self.downsizings[level - 1](hidden)
+            hidden, attention = stage(hidden)
+            encoder_outputs.append(hidden)
+            attention_maps.append(attention)
+        fused = self.bottleneck(shallow, encoder_outputs)
+        last, attention = self.stages[-1](fused)
+        attention_maps.append(attention)
+        features = last * self.hrami(attention_maps) + shallow
+
+        hidden_states = (shallow, *encoder_outputs, last) if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (features, hidden_states) if v is not None)
+        return BaseModelOutput(last_hidden_state=features, hidden_states=hidden_states)
+
+
+class RamitForImageRestoration(RamitPreTrainedModel):
+    """RAMiT with its Reconstruction head: super-resolution (pixel shuffle) or restoration (global residual).
+
+    Takes images in [0, 1] of any size (padded inside, as the original does, and cropped back) and returns
+    `reconstruction` of size (height * upscale, width * upscale). With `labels`, also returns the L1 `loss`.
+    """
+
+    def __init__(self, config: RamitConfig):
+        super().__init__(config)
+        self.ramit = RamitModel(config)
+        self.reconstruction = RamitReconstruction(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ImageSuperResolutionOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        height, width = pixel_values.shape[-2:]
+        outputs = self.ramit(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+        out = self.reconstruction(outputs.last_hidden_state)
+        if self.config.upscale == 1:
+            out = out + self.ramit.pad_and_normalize(pixel_values)
+        if self.config.normalize_input:
+            out = out * self.ramit.image_std.to(out.dtype) + self.ramit.image_mean.to(out.dtype)
+        scale = self.config.upscale
+        reconstruction = out[:, :, : height * scale, : width * scale]
+
+        loss = None
+        if labels is not None:
+            if labels.shape != reconstruction.shape:
+                raise ValueError(
+                    f"labels must match the reconstruction's shape {tuple(reconstruction.shape)}, "
+                    f"got {tuple(labels.shape)}"
+                )
+            loss = F.l1_loss(reconstruction, labels.to(reconstruction.dtype))
+
+        if not return_dict:
+            output = (reconstruction,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + output) if loss is not None else output
+        return ImageSuperResolutionOutput(loss=loss, reconstruction=reconstruction, hidden_states=outputs.hidden_states)
+
+
+__all__ = ["RamitPreTrainedModel", "RamitModel", "RamitForImageRestoration"]

@@ -1,0 +1,161 @@
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from ramit_hf import RamitConfig, RamitForImageRestoration, RamitImageProcessor, RamitModel
+from ramit_hf.convert import processor_for, save_model_folder
+from ramit_hf.modeling_ramit import relative_position_index
+
+from conftest import golden_case, golden_index, golden_model, small_config
+
+GOLDEN_CASES = sorted(golden_index())
+# The faithful path is pinned to the original at 1e-5; the fused path computes the same function in another order.
+TOLERANCE = {"faithful": 1e-5, "fused": 1e-4}
+
+
+@pytest.mark.parametrize("backend", ["faithful", "fused"])
+@pytest.mark.parametrize("name", GOLDEN_CASES)
+def test_golden_outputs_of_the_original(name, backend):
+    model = golden_model(name)
+    model.set_attention_backend(backend)
+    case = golden_case(name)
+    x = case["input"]
+    with torch.no_grad():
+        plain = model(x).reconstruction
+        processor = processor_for(model.config)
+        batch = processor(images=x[0], do_rescale=False, input_data_format="channels_first", return_tensors="pt")
+        padded = model(batch["pixel_values"]).reconstruction
+    protocol = processor.postprocess(padded, batch["original_sizes"], output_type="pt")[0]
+
+    assert plain.shape == case["output_plain"].shape
+    assert (plain - case["output_plain"]).abs().max() <= TOLERANCE[backend]
+    # the protocol output is compared before clamping: clamp the reference alike
+    reference = case["output_protocol"][0].clamp(0, 1)
+    assert protocol.shape == reference.shape
+    assert (protocol - reference).abs().max() <= TOLERANCE[backend]
+
+
+def test_processor_padding_is_the_papers_protocol():
+    x = golden_case("RAMiT-1_X2")["input"]
+    padded = RamitImageProcessor()(images=x[0], do_rescale=False, return_tensors="pt")["pixel_values"]
+    expected = np.pad(x.numpy(), ((0, 0), (0, 0), (0, 64 - 45), (0, 64 - 61)), mode="symmetric")
+    assert torch.equal(padded, torch.from_numpy(expected))
+
+
+@pytest.fixture(scope="module")
+def slim_model():
+    return golden_model("RAMiT-slimSR_X2")
+
+
+def test_save_and_from_pretrained_give_bit_identical_outputs(slim_model, tmp_path):
+    folder = save_model_folder(slim_model, tmp_path / "model")
+    loaded = RamitForImageRestoration.from_pretrained(folder)
+    x = torch.rand(2, 3, 37, 50, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(slim_model(x).reconstruction, loaded(x).reconstruction)
+    # non-persistent buffers are rebuilt, not left uninitialised
+    for module in loaded.modules():
+        if hasattr(module, "relative_position_index"):
+            assert torch.equal(module.relative_position_index, relative_position_index(8))
+    assert torch.equal(loaded.ramit.image_mean.flatten(), torch.tensor(loaded.config.image_mean))
+    assert torch.equal(loaded.ramit.image_std.flatten(), torch.tensor(loaded.config.image_std))
+
+
+def test_trust_remote_code_in_a_fresh_process_without_ramit_hf(slim_model, tmp_path):
+    folder = save_model_folder(slim_model, tmp_path / "model")
+    x = torch.rand(1, 3, 40, 29, generator=torch.Generator().manual_seed(1))
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(slim_model(x).reconstruction, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] == "ramit_hf":
+                    raise ImportError("ramit_hf must not be needed")
+        sys.meta_path.insert(0, Block())
+        import torch
+        from transformers import AutoImageProcessor, AutoModelForImageToImage
+        model = AutoModelForImageToImage.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        processor = AutoImageProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        assert type(processor).__name__ == "RamitImageProcessor", type(processor)
+        x = torch.load({str(tmp_path / 'x.pt')!r})
+        with torch.no_grad():
+            out = model(x).reconstruction
+        expected = torch.load({str(tmp_path / 'expected.pt')!r})
+        assert torch.equal(out, expected), (out - expected).abs().max()
+        print("remote code OK", type(model).__module__)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "remote code OK transformers_modules" in result.stdout
+
+
+def test_any_input_size_is_padded_and_cropped():
+    torch.manual_seed(0)
+    model = RamitForImageRestoration(small_config()).eval()
+    for height, width in [(1, 1), (1, 40), (33, 7), (64, 64)]:
+        with torch.no_grad():
+            out = model(torch.rand(1, 3, height, width)).reconstruction
+        assert out.shape == (1, 3, 2 * height, 2 * width)
+
+
+def test_restoration_task_adds_the_input_back():
+    # with a zeroed head, a restoration model returns its input exactly (global residual, normalisation undone)
+    model = RamitForImageRestoration(small_config(upscale=1)).eval()
+    torch.nn.init.zeros_(model.reconstruction.final_conv.weight)
+    torch.nn.init.zeros_(model.reconstruction.final_conv.bias)
+    x = torch.rand(1, 3, 20, 30)
+    with torch.no_grad():
+        assert torch.allclose(model(x).reconstruction, x, atol=1e-6)
+
+
+def test_loss_is_l1_and_labels_are_checked():
+    model = RamitForImageRestoration(small_config())
+    x, labels = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 32, 32)
+    out = model(x, labels=labels)
+    assert torch.allclose(out.loss, (out.reconstruction - labels).abs().mean())
+    loss, reconstruction = model(x, labels=labels, return_dict=False)
+    assert torch.equal(loss, out.loss) and torch.equal(reconstruction, out.reconstruction)
+    with pytest.raises(ValueError, match="labels must match"):
+        model(x, labels=torch.rand(2, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch, 3, height, width\)"):
+        model(torch.rand(3, 16, 16))
+
+
+def test_hidden_states_and_the_base_model():
+    config = small_config()
+    model = RamitModel(config)
+    out = model(torch.rand(1, 3, 30, 30), output_hidden_states=True)
+    assert out.last_hidden_state.shape == (1, config.embed_dim, 32, 32)
+    assert [h.shape[-1] for h in out.hidden_states] == [32, 32, 16, 8, 32]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = RamitForImageRestoration(small_config())
+    x, labels = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 32, 32)
+    model(x, labels=labels).loss.backward()
+    plain = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    model.train()
+    model(x, labels=labels).loss.backward()
+    for before, after in zip(plain, (p.grad for p in model.parameters())):
+        assert torch.allclose(before, after, atol=1e-6)
+
+
+def test_fresh_weights_follow_pytorch_defaults():
+    model = RamitForImageRestoration(RamitConfig.from_preset("ramit-sr-x2"))
+    attention = model.ramit.stages[0].blocks[0].spatial_attention
+    assert torch.allclose(attention.logit_scale, torch.full_like(attention.logit_scale, np.log(10)))
+    assert torch.count_nonzero(attention.relative_position_bias_table) == 0
+    conv = model.ramit.stages[0].blocks[0].qkv
+    bound = 1 / np.sqrt(conv.weight.shape[1])
+    assert conv.weight.abs().max() <= bound and conv.weight.std() > bound / 3
