@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# tests never reach the Hub: a missing local model must fail at once, not after network retries
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RAMIT_SHARED", REPO_ROOT.parent / "shared")).resolve()
 

@@ -1,0 +1,109 @@
+"""Loading a model from any source, and the one path every wrapper restores an image tensor through."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .configuration_ramit import RamitConfig
+from .image_processing_ramit import symmetric_pad
+from .modeling_ramit import RamitForImageRestoration
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(ValueError):
+    """A model source that is not a RAMiT model; the message names the source and the problem."""
+
+
+def load_model(
+    source: str | os.PathLike | RamitForImageRestoration,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    task: str | None = None,
+) -> RamitForImageRestoration:
+    """A RAMiT model in eval mode from a model folder, a Hub id, an original `.pth` checkpoint, or a model.
+
+    `task` is only needed for an original checkpoint whose name and weights do not tell it.
+    """
+    if isinstance(source, RamitForImageRestoration):
+        model = source
+    else:
+        model = _load_from(str(source), task)
+    if dtype is not None:
+        model = model.to(resolve_dtype(dtype))
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def _load_from(source: str, task: str | None) -> RamitForImageRestoration:
+    path = Path(source)
+    if path.suffix in (".pth", ".pt", ".ckpt") and path.is_file():
+        from .convert import convert_original_checkpoint
+
+        return convert_original_checkpoint(path, task=task)
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ModelLoadError(f"{source} is not a model folder: it has no config.json")
+        try:
+            model_type = json.loads(config_file.read_text()).get("model_type")
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelLoadError(f"{config_file} is not valid JSON: {error}") from None
+        if model_type != RamitConfig.model_type:
+            raise ModelLoadError(f"{source} is not a RAMiT model (its config.json has model_type {model_type!r})")
+    elif path.exists():
+        raise ModelLoadError(f"{source} is neither a model folder nor an original .pth checkpoint")
+    elif _looks_local(source):
+        raise ModelLoadError(f"model not found: {source}")
+    try:
+        config = RamitConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load a RAMiT model from {source!r}: {error}") from None
+    if config.model_type != RamitConfig.model_type:
+        raise ModelLoadError(f"{source} is not a RAMiT model (model_type {config.model_type!r})")
+    return RamitForImageRestoration.from_pretrained(source)
+
+
+def _looks_local(source: str) -> bool:
+    """A missing path that cannot be a Hub id (`owner/name`)."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or Path(source).suffix in (".pth", ".pt")
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@torch.no_grad()
+def restore_tensor(
+    model: RamitForImageRestoration,
+    pixel_values: torch.Tensor,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
+) -> torch.Tensor:
+    """(B, C, H, W) images in [0, 1] -> (B, C, H * s, W * s) restored, unclamped, on the input's device.
+
+    The paper's protocol: symmetric padding to the model's multiple, forward, crop. With `tile_size`, the image is
+    restored in overlapping tiles (each through this same protocol) and blended; see `ramit_hf.tiling`.
+    """
+    if tile_size is not None:
+        from .tiling import restore_tiled
+
+        return restore_tiled(model, pixel_values, tile_size, tile_overlap)
+    height, width = pixel_values.shape[-2:]
+    parameter = next(model.parameters())
+    padded = symmetric_pad(pixel_values.to(parameter.device, parameter.dtype), model.config.pad_multiple)
+    out = model(pixel_values=padded).reconstruction
+    scale = model.config.upscale
+    return out[..., : height * scale, : width * scale].to(pixel_values.device, torch.float32)
+
+
+__all__ = ["DTYPES", "ModelLoadError", "load_model", "resolve_dtype", "restore_tensor"]
