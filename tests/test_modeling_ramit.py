@@ -159,3 +159,37 @@ def test_fresh_weights_follow_pytorch_defaults():
     conv = model.ramit.stages[0].blocks[0].qkv
     bound = 1 / np.sqrt(conv.weight.shape[1])
     assert conv.weight.abs().max() <= bound and conv.weight.std() > bound / 3
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(upscale=3, mobivari_version=1),
+        dict(upscale=1, num_channels=1, image_mean=(0.45,), image_std=(0.23,), reciprocal_helper=False),
+        dict(channel_head_ratio=0.0),
+        dict(channel_head_ratio=1.0),
+    ],
+)
+def test_fused_path_computes_the_faithful_function_and_gradients(overrides):
+    torch.manual_seed(0)
+    model = RamitForImageRestoration(small_config(**overrides))
+    with torch.no_grad():  # non-trivial attention: random bias tables and logit scales
+        for name, parameter in model.named_parameters():
+            if "relative_position_bias_table" in name or "logit_scale" in name:
+                parameter.normal_(0, 0.5)
+    channels = model.config.num_channels
+    x = torch.rand(2, channels, 27, 40)
+    labels = torch.rand(2, channels, 27 * model.config.upscale, 40 * model.config.upscale)
+    results = {}
+    for backend in ("faithful", "fused"):
+        model.set_attention_backend(backend)
+        model.zero_grad()
+        out = model(x, labels=labels, output_hidden_states=True)
+        out.loss.backward()
+        results[backend] = (out, {n: p.grad.clone() for n, p in model.named_parameters()})
+    (faithful, grads), (fused, fused_grads) = results["faithful"], results["fused"]
+    assert (faithful.reconstruction - fused.reconstruction).abs().max() < 1e-4
+    assert all(a.shape == b.shape for a, b in zip(faithful.hidden_states, fused.hidden_states))
+    for name, grad in grads.items():
+        assert torch.allclose(grad, fused_grads[name], rtol=1e-3, atol=1e-5), name

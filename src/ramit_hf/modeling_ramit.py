@@ -2,7 +2,14 @@
 
 Modules are named after the paper: D-RAMiT blocks run windowed spatial self-attention (SP-SA) and channel
 self-attention (CH-SA) side by side, mix them with MobiVari, and an H-RAMi layer mixes the attention outputs of
-the four hierarchical stages. Tensors stay (batch, channels, height, width) throughout.
+the four hierarchical stages.
+
+Two computations of the same function (`config.attention_backend`):
+- "faithful": (batch, channels, height, width) tensors, operation by operation as the original code, including its
+  memory layouts; the golden tests pin it to the original's outputs.
+- "fused": (batch, height, width, channels) tensors between the stem and the head, so that 1x1 convolutions are
+  matrix products, LayerNorm needs no transposes and window partitions move contiguous rows; attention runs through
+  `scaled_dot_product_attention` with the cosine logit scale and the relative position bias folded in.
 """
 
 from __future__ import annotations
@@ -62,15 +69,54 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     return x * mask / keep
 
 
-class RamitLayerNorm(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) map, at every pixel."""
+def conv_nhwc(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Apply a Conv2d to a (B, H, W, C) tensor; a dense 1x1 convolution is a plain matrix product."""
+    if conv.kernel_size == (1, 1) and conv.groups == 1:
+        return F.linear(x, conv.weight.flatten(1), conv.bias)
+    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def pixel_shuffle_nhwc(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """`F.pixel_shuffle` for (B, H, W, C * factor**2) tensors."""
+    if factor == 1:
+        return x
+    b, h, w, c = x.shape
+    x = x.view(b, h, w, c // factor**2, factor, factor).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, h * factor, w * factor, c // factor**2)
+
+
+def max_pool_nhwc(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+
+
+class _LayoutAware(nn.Module):
+    """A module that runs on (B, C, H, W) tensors, or on (B, H, W, C) tensors when `channels_last` is set."""
+
+    channels_last = False
+
+    def apply_conv(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        return conv_nhwc(conv, x) if self.channels_last else conv(x)
+
+    def cat_channels(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(tensors, dim=-1 if self.channels_last else 1)
+
+    def pixel_shuffle(self, x: torch.Tensor, factor: int) -> torch.Tensor:
+        if self.channels_last:
+            return pixel_shuffle_nhwc(x, factor)
+        return F.pixel_shuffle(x, factor) if factor > 1 else x
+
+
+class RamitLayerNorm(nn.LayerNorm, _LayoutAware):
+    """LayerNorm over the channels at every pixel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
 
 
-class RamitSpatialSelfAttention(nn.Module):
+class RamitSpatialSelfAttention(_LayoutAware):
     """SP-SA: cosine self-attention inside (optionally shifted) windows, with a relative position bias.
 
     With the reciprocal helper, values are scaled by the previous block's CH-SA output averaged over its heads.
@@ -83,7 +129,6 @@ class RamitSpatialSelfAttention(nn.Module):
         self.num_heads = num_heads
         self.window_size = config.window_size
         self.shift = shift
-        self.backend = config.attention_backend
         self.logit_scale = nn.Parameter(torch.empty(num_heads, 1, 1))
         self.relative_position_bias_table = nn.Parameter(torch.empty((2 * self.window_size - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", relative_position_index(self.window_size), persistent=False)
@@ -97,7 +142,10 @@ class RamitSpatialSelfAttention(nn.Module):
         return bias.permute(2, 0, 1).unsqueeze(0)
 
     def forward(self, qkv: torch.Tensor, channel_helper: torch.Tensor | None = None) -> torch.Tensor:
-        """qkv: (B, heads, 3 * head_dim, H, W); channel_helper: (B, channel heads * head_dim, H, W) or None."""
+        """qkv: (B, heads, 3 * head_dim, H, W), or (B, H, W, heads, 3, head_dim) when channels_last;
+        channel_helper: the previous block's CH-SA output in the same layout, or None."""
+        if self.channels_last:
+            return self._forward_nhwc(qkv, channel_helper)
         height, width = qkv.shape[-2:]
         if self.shift:
             qkv = torch.roll(qkv, shifts=(-self.shift, -self.shift), dims=(-2, -1))
@@ -107,32 +155,52 @@ class RamitSpatialSelfAttention(nn.Module):
                 channel_helper = torch.roll(channel_helper, shifts=(-self.shift, -self.shift), dims=(-2, -1))
             b, c = channel_helper.shape[:2]
             helper = channel_helper.view(b, c // self.head_dim, self.head_dim, height, width)
-            helper = window_partition(helper, self.window_size).mean(dim=1, keepdim=True)
-            v = v * helper
-
-        scale = cosine_logit_scale(self.logit_scale)
-        if self.backend == "fused":
-            # the per-head logit scale is folded into the queries so one kernel does the rest
-            x = F.scaled_dot_product_attention(
-                F.normalize(q, dim=-1) * scale,
-                F.normalize(k, dim=-1),
-                v,
-                attn_mask=self.relative_position_bias().to(q.dtype),
-                dropout_p=self.attn_drop.p if self.training else 0.0,
-                scale=1.0,
-            )
-        else:
-            attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
-            attn = attn * scale + self.relative_position_bias()
-            x = self.attn_drop(F.softmax(attn, dim=-1)) @ v
-
+            v = v * window_partition(helper, self.window_size).mean(dim=1, keepdim=True)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * cosine_logit_scale(self.logit_scale) + self.relative_position_bias()
+        x = self.attn_drop(F.softmax(attn, dim=-1)) @ v
         x = self.proj_drop(self.proj(window_unpartition(x, self.window_size, height, width)))
         if self.shift:
             x = torch.roll(x, shifts=(self.shift, self.shift), dims=(-2, -1))
         return x
 
+    def _forward_nhwc(self, qkv: torch.Tensor, channel_helper: torch.Tensor | None) -> torch.Tensor:
+        b, height, width, heads, _, head_dim = qkv.shape
+        ws, shift = self.window_size, self.shift
+        if shift:
+            qkv = torch.roll(qkv, shifts=(-shift, -shift), dims=(1, 2))
+        # one copy: (3, B * windows, heads, window area, head_dim), head_dim contiguous
+        q, k, v = windows_nhwc(qkv, ws).permute(3, 0, 2, 1, 4).unbind(0)
+        if channel_helper is not None:
+            helper = channel_helper.view(b, height, width, -1, head_dim).mean(dim=3)
+            if shift:
+                helper = torch.roll(helper, shifts=(-shift, -shift), dims=(1, 2))
+            v = v * windows_nhwc(helper, ws).unsqueeze(1)
+        x = F.scaled_dot_product_attention(
+            F.normalize(q, dim=-1) * cosine_logit_scale(self.logit_scale),
+            F.normalize(k, dim=-1),
+            v,
+            attn_mask=self.relative_position_bias().to(q.dtype),
+            dropout_p=self.attn_drop.p if self.training else 0.0,
+            scale=1.0,
+        )
+        nh, nw = height // ws, width // ws
+        x = x.view(b, nh, nw, heads, ws, ws, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+        x = self.proj_drop(conv_nhwc(self.proj, x.reshape(b, height, width, heads * head_dim)))
+        if shift:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        return x
 
-class RamitChannelSelfAttention(nn.Module):
+
+def windows_nhwc(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """(B, H, W, *rest) -> (B * windows, window_size**2, *rest), windows in row-major order."""
+    b, height, width, *rest = x.shape
+    x = x.view(b, height // window_size, window_size, width // window_size, window_size, *rest)
+    x = x.permute(0, 1, 3, 2, 4, *range(5, x.ndim))
+    return x.reshape(-1, window_size * window_size, *rest)
+
+
+class RamitChannelSelfAttention(_LayoutAware):
     """CH-SA: cosine self-attention between the channels of each head over the whole image.
 
     With the reciprocal helper, values are scaled by the previous block's SP-SA output averaged over its channels.
@@ -148,18 +216,29 @@ class RamitChannelSelfAttention(nn.Module):
         self.proj_drop = nn.Dropout(config.projection_dropout)
 
     def forward(self, qkv: torch.Tensor, spatial_helper: torch.Tensor | None = None) -> torch.Tensor:
-        """qkv: (B, heads, 3 * head_dim, H, W); spatial_helper: (B, spatial heads * head_dim, H, W) or None."""
-        b, heads, _, height, width = qkv.shape
-        q, k, v = qkv.flatten(3).chunk(3, dim=2)
-        if spatial_helper is not None:
-            v = v * spatial_helper.mean(dim=1, keepdim=True).flatten(2).unsqueeze(1)
+        """qkv: (B, heads, 3 * head_dim, H, W), or (B, H, W, heads, 3, head_dim) when channels_last;
+        spatial_helper: the previous block's SP-SA output in the same layout, or None."""
+        if self.channels_last:
+            b, height, width, heads, _, head_dim = qkv.shape
+            # (B, heads, head_dim, H * W) views of q, k, v: no copy
+            q, k, v = qkv.reshape(b, height * width, heads, 3, head_dim).permute(3, 0, 2, 4, 1).unbind(0)
+            if spatial_helper is not None:
+                v = v * spatial_helper.mean(dim=-1).view(b, 1, 1, height * width)
+        else:
+            b, heads, _, height, width = qkv.shape
+            q, k, v = qkv.flatten(3).chunk(3, dim=2)
+            if spatial_helper is not None:
+                v = v * spatial_helper.mean(dim=1, keepdim=True).flatten(2).unsqueeze(1)
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         attn = self.attn_drop(F.softmax(attn * cosine_logit_scale(self.logit_scale), dim=-1))
+        if self.channels_last:
+            x = (v.transpose(-2, -1) @ attn.transpose(-2, -1)).transpose(1, 2)
+            return self.proj_drop(conv_nhwc(self.proj, x.reshape(b, height, width, heads * self.head_dim)))
         x = (attn @ v).reshape(b, heads * self.head_dim, height, width)
         return self.proj_drop(self.proj(x))
 
 
-class RamitMobiVari(nn.Module):
+class RamitMobiVari(_LayoutAware):
     """MobiVari: the MobileNet-style convolution that mixes features throughout RAMiT.
 
     Version 1: depthwise 3x3 (skip added after its activation), then pointwise. Version 2: grouped pointwise expansion, then depthwise 3x3 (with
@@ -186,10 +265,10 @@ class RamitMobiVari(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.version == 1:
-            out = self.act(self.pw_conv(self.act(self.dw_conv(x)) + x))
+            out = self.act(self.apply_conv(self.pw_conv, self.act(self.apply_conv(self.dw_conv, x)) + x))
         else:
-            expanded = self.act(self.exp_conv(x))
-            out = self.pw_conv(self.act(self.dw_conv(expanded) + expanded))
+            expanded = self.act(self.apply_conv(self.exp_conv, x))
+            out = self.apply_conv(self.pw_conv, self.act(self.apply_conv(self.dw_conv, expanded) + expanded))
         return out + x if self.residual else out
 
 
@@ -197,7 +276,7 @@ def _mobivari_activation(name: str) -> nn.Module:
     return nn.LeakyReLU() if name == "leaky_relu" else ACT2FN[name]
 
 
-class RamitFeedForward(nn.Module):
+class RamitFeedForward(_LayoutAware):
     def __init__(self, config: RamitConfig):
         super().__init__()
         hidden = int(config.embed_dim * config.mlp_ratio)
@@ -206,10 +285,10 @@ class RamitFeedForward(nn.Module):
         self.fc2 = nn.Conv2d(hidden, config.embed_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.apply_conv(self.fc2, self.act(self.apply_conv(self.fc1, x)))
 
 
-class RamitDRAMiTBlock(GradientCheckpointingLayer):
+class RamitDRAMiTBlock(GradientCheckpointingLayer, _LayoutAware):
     """D-RAMiT block: SP-SA and CH-SA on one shared qkv projection, mixed by MobiVari, then a feed-forward network.
 
     Both sub-layers are post-normalised: x + LN(MobiVari([SP-SA, CH-SA])) and then y + LN(FFN(y)).
@@ -237,20 +316,18 @@ class RamitDRAMiTBlock(GradientCheckpointingLayer):
 
     def forward(self, x, spatial_helper=None, channel_helper=None):
         """Returns (output, SP-SA output, CH-SA output, mixed attention before the norm)."""
-        b, _, h, w = x.shape
-        qkv = self.qkv(x).view(b, self.num_heads, 3 * self.head_dim, h, w)
         split = self.num_spatial_heads
-        spatial = (
-            self.spatial_attention(qkv[:, :split], channel_helper)
-            if self.spatial_attention is not None
-            else x.new_zeros(b, 0, h, w)
-        )
-        channel = (
-            self.channel_attention(qkv[:, split:], spatial_helper)
-            if self.channel_attention is not None
-            else x.new_zeros(b, 0, h, w)
-        )
-        mixed = self.mobivari(torch.cat([spatial, channel], dim=1))
+        if self.channels_last:
+            b, h, w, _ = x.shape
+            qkv = conv_nhwc(self.qkv, x).view(b, h, w, self.num_heads, 3, self.head_dim)
+            spatial_qkv, channel_qkv, empty = qkv[:, :, :, :split], qkv[:, :, :, split:], x[..., :0]
+        else:
+            b, _, h, w = x.shape
+            qkv = self.qkv(x).view(b, self.num_heads, 3 * self.head_dim, h, w)
+            spatial_qkv, channel_qkv, empty = qkv[:, :split], qkv[:, split:], x[:, :0]
+        spatial = self.spatial_attention(spatial_qkv, channel_helper) if self.spatial_attention else empty
+        channel = self.channel_attention(channel_qkv, spatial_helper) if self.channel_attention else empty
+        mixed = self.mobivari(self.cat_channels([spatial, channel]))
         x = drop_path(self.norm1(mixed), self.drop_path_rate, self.training) + x
         x = drop_path(self.norm2(self.ffn(x)), self.drop_path_rate, self.training) + x
         return x, spatial, channel, mixed
@@ -285,7 +362,7 @@ class RamitStage(nn.Module):
         return x, mixed
 
 
-class RamitDownsizing(nn.Module):
+class RamitDownsizing(_LayoutAware):
     """Halves the resolution: 2x2 neighbourhoods to channels (4C), LayerNorm, then MobiVari back to C."""
 
     def __init__(self, config: RamitConfig):
@@ -295,11 +372,14 @@ class RamitDownsizing(nn.Module):
         self.reduction = RamitMobiVari(config, 4 * dim, out_dim=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]], dim=1)
+        if self.channels_last:
+            x = torch.cat([x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]], dim=-1)
+        else:
+            x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]], dim=1)
         return self.reduction(self.norm(x))
 
 
-class RamitBottleneck(nn.Module):
+class RamitBottleneck(_LayoutAware):
     """Fuses the outputs of stages 1-3 (each plus the max-pooled shallow features) at full resolution.
 
     Coarser stages are brought up by pixel shuffle, so they contribute C/4 and C/16 channels.
@@ -320,12 +400,12 @@ class RamitBottleneck(nn.Module):
         pooled = shallow
         for level, stage_output in enumerate(stage_outputs):
             if level:
-                pooled = F.max_pool2d(pooled, 2)
-            fused.append(F.pixel_shuffle(stage_output + F.leaky_relu(pooled), 2**level))
-        return self.norm(self.mobivari(torch.cat(fused, dim=1)))
+                pooled = max_pool_nhwc(pooled) if self.channels_last else F.max_pool2d(pooled, 2)
+            fused.append(self.pixel_shuffle(stage_output + F.leaky_relu(pooled), 2**level))
+        return self.norm(self.mobivari(self.cat_channels(fused)))
 
 
-class RamitHRAMi(nn.Module):
+class RamitHRAMi(_LayoutAware):
     """H-RAMi: mixes the attention outputs of all four stages into one full-resolution modulation map."""
 
     def __init__(self, config: RamitConfig):
@@ -336,11 +416,11 @@ class RamitHRAMi(nn.Module):
 
     def forward(self, attention_maps: list[torch.Tensor]) -> torch.Tensor:
         *encoder_maps, last = attention_maps
-        maps = [F.pixel_shuffle(attn, 2**level) for level, attn in enumerate(encoder_maps)]
-        return self.mobivari(torch.cat(maps + [last], dim=1))
+        maps = [self.pixel_shuffle(attn, 2**level) for level, attn in enumerate(encoder_maps)]
+        return self.mobivari(self.cat_channels(maps + [last]))
 
 
-class RamitReconstruction(nn.Module):
+class RamitReconstruction(_LayoutAware):
     """MobiVari layers, a 3x3 conv to out_channels * upscale**2, pixel shuffle, and a final 3x3 conv."""
 
     def __init__(self, config: RamitConfig):
@@ -352,12 +432,11 @@ class RamitReconstruction(nn.Module):
         self.final_conv = nn.Conv2d(out_chans, out_chans, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (in the module's layout) -> the image, always (B, C, H, W)."""
         for layer in self.mobivari:
             x = layer(x)
-        x = self.conv(x)
-        if self.upscale > 1:
-            x = F.pixel_shuffle(x, self.upscale)
-        return self.final_conv(x)
+        x = self.pixel_shuffle(self.apply_conv(self.conv, x), self.upscale)
+        return self.final_conv(x.permute(0, 3, 1, 2) if self.channels_last else x)
 
 
 class RamitPreTrainedModel(PreTrainedModel):
@@ -390,21 +469,25 @@ class RamitPreTrainedModel(PreTrainedModel):
             init.copy_(module.image_mean, _channel_stats(module.config.image_mean))
             init.copy_(module.image_std, _channel_stats(module.config.image_std))
 
+    def post_init(self):
+        super().post_init()
+        self.set_attention_backend(self.config.attention_backend)
+
     def set_attention_backend(self, backend: str) -> None:
-        """Switch between the `"faithful"` and `"fused"` attention computations (see `RamitConfig`)."""
+        """Switch between the `"faithful"` and `"fused"` computations (see `RamitConfig.attention_backend`)."""
         if backend not in ("faithful", "fused"):
             raise ValueError(f"attention backend must be 'faithful' or 'fused', got {backend!r}")
         self.config.attention_backend = backend
         for module in self.modules():
-            if isinstance(module, RamitSpatialSelfAttention):
-                module.backend = backend
+            if isinstance(module, _LayoutAware):
+                module.channels_last = backend == "fused"
 
 
 def _channel_stats(values) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
 
-class RamitModel(RamitPreTrainedModel):
+class RamitModel(RamitPreTrainedModel, _LayoutAware):
     """The RAMiT body: input padding and normalisation, shallow conv, four stages, Bottleneck and H-RAMi.
 
     Returns the features fed to the Reconstruction head (stage 4 modulated by H-RAMi, plus the shallow features),
@@ -449,6 +532,8 @@ class RamitModel(RamitPreTrainedModel):
         x = self.pad_and_normalize(pixel_values)
 
         shallow = self.shallow(x)
+        if self.channels_last:
+            shallow = shallow.permute(0, 2, 3, 1).contiguous()
         encoder_outputs, attention_maps = [], []
         hidden = shallow
         for level, stage in enumerate(self.stages[:-1]):
@@ -463,6 +548,9 @@ class RamitModel(RamitPreTrainedModel):
         features = last * self.hrami(attention_maps) + shallow
 
         hidden_states = (shallow, *encoder_outputs, last) if output_hidden_states else None
+        if self.channels_last:  # the outputs are (B, C, H, W) views either way
+            features = features.permute(0, 3, 1, 2)
+            hidden_states = tuple(h.permute(0, 3, 1, 2) for h in hidden_states) if hidden_states else None
         if not return_dict:
             return tuple(v for v in (features, hidden_states) if v is not None)
         return BaseModelOutput(last_hidden_state=features, hidden_states=hidden_states)
@@ -491,7 +579,8 @@ class RamitForImageRestoration(RamitPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         height, width = pixel_values.shape[-2:]
         outputs = self.ramit(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
-        out = self.reconstruction(outputs.last_hidden_state)
+        features = outputs.last_hidden_state
+        out = self.reconstruction(features.permute(0, 2, 3, 1) if self.reconstruction.channels_last else features)
         if self.config.upscale == 1:
             out = out + self.ramit.pad_and_normalize(pixel_values)
         if self.config.normalize_input:

@@ -1,0 +1,240 @@
+"""Speed and memory of RAMiT's computation paths, side by side, against the faithful float32 path.
+
+Prints one Markdown table: path x size x device, median time, peak memory, speed-up over the faithful path and the
+largest difference from its output. Times are measured in one process with the paths interleaved round by round
+(machines are noisy: compare ratios); peak memory is measured in a fresh subprocess per case.
+
+    python scripts/benchmark.py                                   # CPU, 128 and 256, eager paths
+    python scripts/benchmark.py --device cuda --sizes 128 256 512 --paths faithful fused fused-bf16 fused-compile \
+        fused-cudagraph
+    python scripts/benchmark.py --train --device cuda             # training step, batch 32, 64x64 LR patches
+
+Paths: faithful (the original's computation), fused (the default), fused-bf16 (bfloat16 weights and activations),
+fused-compile (torch.compile), fused-cudagraph (torch.compile mode "reduce-overhead": CUDA graphs; CUDA only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from ramit_hf import RamitConfig, RamitForImageRestoration
+
+PATHS = ("faithful", "fused", "fused-bf16", "fused-compile", "fused-cudagraph")
+
+
+def build(path: str, preset: str, device: str, training: bool = False):
+    """The model for a path, and the function that runs it."""
+    torch.manual_seed(0)
+    model = RamitForImageRestoration(RamitConfig.from_preset(preset)).to(device)
+    model.train(training)
+    model.set_attention_backend("faithful" if path == "faithful" else "fused")
+    if path == "fused-bf16":
+        model = model.to(torch.bfloat16)
+    run = model
+    if path == "fused-compile":
+        run = torch.compile(model)
+    elif path == "fused-cudagraph":
+        run = torch.compile(model, mode="reduce-overhead")
+    return model, run
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_inference(args) -> list[dict]:
+    rows = []
+    for size in args.sizes:
+        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size)).to(args.device)
+        runners, outputs, times = {}, {}, {p: [] for p in args.paths}
+        for path in args.paths:
+            model, run = build(path, args.preset, args.device)
+            dtype = next(model.parameters()).dtype
+            with torch.no_grad():
+                start = time.perf_counter()
+                for _ in range(args.warmup):
+                    outputs[path] = run(x.to(dtype)).reconstruction.float()
+                synchronize(args.device)
+                warmup_s = time.perf_counter() - start
+            runners[path] = (run, dtype, warmup_s)
+        with torch.no_grad():
+            for _ in range(args.repeats):  # interleaved: every path sees the same machine state
+                for path, (run, dtype, _) in runners.items():
+                    synchronize(args.device)
+                    start = time.perf_counter()
+                    run(x.to(dtype))
+                    synchronize(args.device)
+                    times[path].append(time.perf_counter() - start)
+        base = statistics.median(times["faithful"]) if "faithful" in times else None
+        for path in args.paths:
+            median = statistics.median(times[path])
+            reference = outputs.get("faithful")
+            error = (outputs[path] - reference).abs().max().item() if reference is not None else float("nan")
+            relative = (
+                ((outputs[path] - reference).norm() / reference.norm()).item() if reference is not None else float("nan")
+            )
+            rows.append(
+                dict(
+                    path=path,
+                    size=size,
+                    device=device_name(args.device),
+                    median_ms=median * 1000,
+                    speedup=base / median if base else float("nan"),
+                    max_error=error,
+                    rel_l2=relative,
+                    warmup_s=runners[path][2],
+                    peak_mib=peak_memory(args, path, size),
+                )
+            )
+            del runners[path]
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return rows
+
+
+def peak_memory(args, path: str, size: int) -> float:
+    """Peak memory (MiB) of one forward in a fresh process: CUDA allocator peak, or the growth of peak RSS on CPU."""
+    if args.no_memory:
+        return float("nan")
+    command = [sys.executable, __file__, "--memory-worker", path, str(size), "--preset", args.preset, "--device",
+               args.device]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=args.memory_timeout)
+    if result.returncode != 0:
+        return float("nan")
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def memory_worker(path: str, size: int, preset: str, device: str) -> None:
+    model, run = build(path, preset, device)
+    dtype = next(model.parameters()).dtype
+    x = torch.rand(1, 3, size, size, device=device, dtype=dtype)
+    with torch.no_grad():
+        run(x[..., :32, :32])  # compile / allocate what does not depend on the size
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            run(x)
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() - base
+        else:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            run(x)
+            peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    print(json.dumps({"peak_mib": peak / 2**20}))
+
+
+def time_training(args) -> list[dict]:
+    """Training steps (Adam, L1) on random LR/HR patches: time per step, peak memory, loss curve agreement."""
+    rows, losses = [], {}
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.rand(args.batch_size, 3, args.patch, args.patch, generator=generator),
+         torch.rand(args.batch_size, 3, 2 * args.patch, 2 * args.patch, generator=generator))
+        for _ in range(min(args.steps, 8))
+    ]
+    for path in args.paths:
+        model, run = build(path, "ramit-sr-x2", args.device, training=True)
+        dtype = next(model.parameters()).dtype
+        optimizer = torch.optim.Adam(model.parameters(), lr=4e-4)
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        curve, step_times = [], []
+        for step in range(args.steps):
+            lr, hr = (t.to(args.device, dtype) for t in batches[step % len(batches)])
+            synchronize(args.device)
+            start = time.perf_counter()
+            loss = run(pixel_values=lr, labels=hr).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            synchronize(args.device)
+            step_times.append(time.perf_counter() - start)
+            curve.append(loss.item())
+        losses[path] = curve
+        peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else float("nan")
+        measured = step_times[min(5, len(step_times) - 1):]
+        rows.append(dict(path=path, median_ms=statistics.median(measured) * 1000, peak_mib=peak,
+                         first_loss=curve[0], last_loss=curve[-1]))
+        del model, run, optimizer
+    if "faithful" in losses:
+        base = next(r for r in rows if r["path"] == "faithful")
+        for row in rows:
+            row["speedup"] = base["median_ms"] / row["median_ms"]
+            row["max_loss_gap"] = max(abs(a - b) for a, b in zip(losses[row["path"]], losses["faithful"]))
+    return rows
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def print_inference(rows: list[dict]) -> None:
+    print("| path | size | device | median ms | speed-up | peak MiB | max abs err | rel. L2 err | first call s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['path']} | {r['size']}x{r['size']} | {r['device']} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | "
+              f"{r['peak_mib']:.0f} | {r['max_error']:.1e} | {r['rel_l2']:.1e} | {r['warmup_s']:.1f} |")
+
+
+def print_training(rows: list[dict], args) -> None:
+    print(f"Training step, RAMiT x2, batch {args.batch_size}, {args.patch}x{args.patch} LR patches, Adam, "
+          f"{args.steps} steps, {device_name(args.device)}")
+    print("| path | median ms/step | speed-up | peak MiB | loss step 1 | loss last | max loss gap vs faithful |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['path']} | {r['median_ms']:.1f} | {r.get('speedup', float('nan')):.2f}x | {r['peak_mib']:.0f} | "
+              f"{r['first_loss']:.4f} | {r['last_loss']:.4f} | {r.get('max_loss_gap', float('nan')):.1e} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=["faithful", "fused"])
+    parser.add_argument("--preset", default="ramit-sr-x2")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-case memory subprocesses")
+    parser.add_argument("--memory-timeout", type=int, default=600)
+    parser.add_argument("--train", action="store_true", help="benchmark training steps instead of inference")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--memory-worker", nargs=2, metavar=("PATH", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_worker:
+        memory_worker(args.memory_worker[0], int(args.memory_worker[1]), args.preset, args.device)
+        return
+    if "fused-cudagraph" in args.paths and not args.device.startswith("cuda"):
+        parser.error("fused-cudagraph needs --device cuda")
+    print(f"torch {torch.__version__}, preset {args.preset}, {device_name(args.device)}")
+    if args.train:
+        rows = time_training(args)
+        print_training(rows, args)
+    else:
+        rows = time_inference(args)
+        print_inference(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
