@@ -12,10 +12,10 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ramit", description="RAMiT image restoration")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    chosen = next((a for a in sys.argv[1:] if a in COMMANDS), None)
+    chosen = next((a for a in argv if a in COMMANDS), None)
     for name, module in COMMANDS.items():
         if chosen is None or name == chosen:
             importlib.import_module(f"ramit_hf.commands.{module}").add_parser(subparsers)
@@ -25,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from .inference import tune_cpu_allocator
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    tune_cpu_allocator()  # this process is ours: keep freed memory for the next tensor (docs/performance.md)
     return args.run(args) or 0
 
 

@@ -205,6 +205,10 @@ class RamitConfig(PreTrainedConfig):
         self.task = task
         self.variant = variant
         self.attention_backend = attention_backend
+        if type(self).__module__.split(".")[0] == "ramit_hf":
+            # Saved folders name their pipeline for loaders without ramit_hf (trust_remote_code). Where ramit_hf is
+            # installed, pipeline("image-restoration", ...) uses its registered pipeline without remote code.
+            kwargs.pop("custom_pipelines", None)
         super().__init__(**kwargs)
         self._validate()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 from pathlib import Path
@@ -74,6 +75,23 @@ def _looks_local(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.count("/") > 1 or Path(source).suffix in (".pth", ".pt")
 
 
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in the process (glibc malloc) instead of returning every large block to the system.
+
+    PyTorch's CPU tensors come straight from malloc, and glibc maps large blocks afresh on every allocation, so each
+    large intermediate tensor costs page faults. For RAMiT on CPU that is a large share of the time (measured in
+    docs/performance.md). This changes the whole process; the `ramit` command calls it, libraries embedding ramit_hf
+    may choose to. Returns False where it does not apply (not glibc).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -106,4 +124,4 @@ def restore_tensor(
     return out[..., : height * scale, : width * scale].to(pixel_values.device, torch.float32)
 
 
-__all__ = ["DTYPES", "ModelLoadError", "load_model", "resolve_dtype", "restore_tensor"]
+__all__ = ["DTYPES", "ModelLoadError", "load_model", "tune_cpu_allocator", "resolve_dtype", "restore_tensor"]

@@ -94,6 +94,12 @@ class _LayoutAware(nn.Module):
 
     channels_last = False
 
+    @property
+    def reuses_buffers(self) -> bool:
+        """Fused-path inference may update fresh intermediate tensors in place: fewer large allocations, whose page
+        faults cost a CPU as much as the arithmetic."""
+        return self.channels_last and not self.training and not torch.is_grad_enabled()
+
     def apply_conv(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         return conv_nhwc(conv, x) if self.channels_last else conv(x)
 
@@ -241,8 +247,9 @@ class RamitChannelSelfAttention(_LayoutAware):
 class RamitMobiVari(_LayoutAware):
     """MobiVari: the MobileNet-style convolution that mixes features throughout RAMiT.
 
-    Version 1: depthwise 3x3 (skip added after its activation), then pointwise. Version 2: grouped pointwise expansion, then depthwise 3x3 (with
-    a skip) then pointwise. Both add the input back when the width is unchanged.
+    Version 1: depthwise 3x3 (its input added after the activation), then pointwise. Version 2: grouped pointwise
+    expansion, depthwise 3x3 (its input added before the activation), then pointwise. Both add the input back when
+    the width is unchanged.
     """
 
     def __init__(self, config: RamitConfig, dim: int, out_dim: int | None = None, expansion_factor=None, groups=None):
@@ -264,12 +271,26 @@ class RamitMobiVari(_LayoutAware):
             self.pw_conv = nn.Conv2d(expand_dim, self.out_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reuses_buffers and isinstance(self.act, nn.LeakyReLU):
+            return self._forward_inplace(x)
         if self.version == 1:
             out = self.act(self.apply_conv(self.pw_conv, self.act(self.apply_conv(self.dw_conv, x)) + x))
         else:
             expanded = self.act(self.apply_conv(self.exp_conv, x))
             out = self.apply_conv(self.pw_conv, self.act(self.apply_conv(self.dw_conv, expanded) + expanded))
         return out + x if self.residual else out
+
+    def _forward_inplace(self, x: torch.Tensor) -> torch.Tensor:
+        def act(t: torch.Tensor) -> torch.Tensor:
+            return F.leaky_relu_(t, self.act.negative_slope)
+
+        if self.version == 1:
+            h = act(self.apply_conv(self.dw_conv, x)).add_(x)
+            out = act(self.apply_conv(self.pw_conv, h))
+        else:
+            e = act(self.apply_conv(self.exp_conv, x))
+            out = self.apply_conv(self.pw_conv, act(self.apply_conv(self.dw_conv, e).add_(e)))
+        return out.add_(x) if self.residual else out
 
 
 def _mobivari_activation(name: str) -> nn.Module:
@@ -325,9 +346,15 @@ class RamitDRAMiTBlock(GradientCheckpointingLayer, _LayoutAware):
             b, _, h, w = x.shape
             qkv = self.qkv(x).view(b, self.num_heads, 3 * self.head_dim, h, w)
             spatial_qkv, channel_qkv, empty = qkv[:, :split], qkv[:, split:], x[:, :0]
-        spatial = self.spatial_attention(spatial_qkv, channel_helper) if self.spatial_attention else empty
-        channel = self.channel_attention(channel_qkv, spatial_helper) if self.channel_attention else empty
+        has_spatial, has_channel = self.spatial_attention is not None, self.channel_attention is not None
+        spatial = self.spatial_attention(spatial_qkv, channel_helper) if has_spatial else empty
+        channel = self.channel_attention(channel_qkv, spatial_helper) if has_channel else empty
         mixed = self.mobivari(self.cat_channels([spatial, channel]))
+        # normalised branch first, as the original: on (B, C, H, W) input the sum then takes the LayerNorm output's
+        # memory layout, and the original's float results depend on the convolution kernels that layout selects
+        if self.reuses_buffers:
+            x = self.norm1(mixed).add_(x)
+            return self.norm2(self.ffn(x)).add_(x), spatial, channel, mixed
         x = drop_path(self.norm1(mixed), self.drop_path_rate, self.training) + x
         x = drop_path(self.norm2(self.ffn(x)), self.drop_path_rate, self.training) + x
         return x, spatial, channel, mixed
