@@ -10,6 +10,7 @@ from .configuration_ramit import PRESETS, TASKS, VARIANTS, RamitConfig
 from .convert import CheckpointError, convert_original_checkpoint
 from .image_processing_ramit import RamitImageProcessor
 from .modeling_ramit import RamitForImageRestoration, RamitModel, RamitPreTrainedModel
+from .pipeline_image_restoration import ImageRestorationPipeline
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,13 @@ def _register() -> None:
     RamitModel.register_for_auto_class("AutoModel")
     RamitForImageRestoration.register_for_auto_class("AutoModelForImageToImage")
     RamitImageProcessor.register_for_auto_class("AutoImageProcessor")
+    # pipeline("image-restoration", ...); transformers 5 has no image-to-image pipeline of its own
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    if PIPELINE_REGISTRY.supported_tasks.get("image-restoration", {}).get("impl") is not ImageRestorationPipeline:
+        PIPELINE_REGISTRY.register_pipeline(
+            "image-restoration", pipeline_class=ImageRestorationPipeline, pt_model=AutoModelForImageToImage, type="image"
+        )
 
 
 _register()
@@ -33,6 +41,7 @@ __all__ = [
     "TASKS",
     "VARIANTS",
     "CheckpointError",
+    "ImageRestorationPipeline",
     "RamitConfig",
     "RamitForImageRestoration",
     "RamitImageProcessor",

@@ -9,6 +9,7 @@ import sys
 # sub-command -> module in ramit_hf.commands providing `add_parser(subparsers)`; imported only when used
 COMMANDS = {
     "convert": "convert",
+    "restore": "restore",
 }
 
 

@@ -1,0 +1,311 @@
+"""Reading and writing image files: paths, http(s) URLs, EXIF orientation, 16-bit PNG, atomic writes.
+
+Conventions: decoded pixels are numpy arrays, (H, W) for gray or (H, W, C) with C = 2 (gray + alpha), 3 (RGB) or
+4 (RGBA), of dtype uint8 or uint16 (16-bit PNGs keep all 16 bits) or float32 (PIL mode "F"), with the EXIF
+orientation applied (rows top to bottom as a viewer shows them). `DecodedImage.mode` names the layout as PIL does
+("L", "LA", "RGB", "RGBA").
+
+Pillow decodes 16-bit RGB(A) and gray+alpha PNGs to 8 bits, so 16-bit PNGs are decoded with `pypng` (pure Python,
+no compiled code, ~80 kB; imageio reads PNGs through Pillow and has the same limit, OpenCV would add ~60 MB). pypng
+unfilters in Python: about 1 s per megapixel for the slowest PNG filter, small next to restoring the image.
+
+This file ships with the pipeline to Hub folders, so it imports nothing from the rest of the package.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import struct
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Extensions `ramit restore` picks up in folders and globs.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".tga")
+# Formats that store pixels exactly; restored images keep these extensions, others (JPEG, WebP) are written as PNG.
+LOSSLESS_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".tga")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# headers of common formats: a file that has one but that Pillow cannot identify is damaged, not a non-image
+_SIGNATURES = ((_PNG_SIGNATURE, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WebP"))
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the numpy operation that shows the image upright (as PIL's ImageOps.exif_transpose does).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+_MODE_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+class ImageReadError(ValueError):
+    """An input that cannot be read as an image; the message names the input and the problem."""
+
+
+@dataclass
+class DecodedImage:
+    """Pixels of one image (see the module docstring for the layout), its PIL-style mode and where it came from."""
+
+    pixels: np.ndarray
+    mode: str
+    source: str
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as PIL reports it."""
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def is_url(source) -> bool:
+    return isinstance(source, str) and source.startswith(("http://", "https://"))
+
+
+def describe(image) -> str:
+    """A short name of an input for error messages: the path or URL, or the kind, size and type of the object."""
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    if isinstance(image, Image.Image):
+        return f"PIL image ({image.mode}, {image.width}x{image.height})"
+    shape, dtype = getattr(image, "shape", None), getattr(image, "dtype", None)
+    if shape is not None:
+        return f"{type(image).__name__} of shape {tuple(shape)} and dtype {dtype}"
+    return type(image).__name__
+
+
+def load_image(source, timeout: float = 10.0) -> DecodedImage:
+    """A path, an http(s) URL or a PIL image -> `DecodedImage`, upright (EXIF orientation applied).
+
+    Raises `ImageReadError` naming the source for a missing file, a failed download, a file that is not an image,
+    a corrupt or truncated image, or an empty one.
+    """
+    if isinstance(source, Image.Image):
+        return _decode_pil(source, describe(source))
+    if not isinstance(source, (str, os.PathLike)):
+        raise ImageReadError(f"{describe(source)}: expected a path, an http(s) URL or a PIL image")
+    name = str(source)
+    data = _download(name, timeout) if is_url(name) else _read_file(name)
+    if not data:
+        raise ImageReadError(f"{name}: empty file (0 bytes), not an image")
+    if data.startswith(_PNG_SIGNATURE) and len(data) > 24 and data[12:16] == b"IHDR" and data[24] == 16:
+        return _decode_png16(data, name)
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{name}: image too large to open safely ({error})") from None
+    except Image.UnidentifiedImageError:
+        kind = next((kind for signature, kind in _SIGNATURES if data.startswith(signature)), None)
+        if kind is not None:
+            raise ImageReadError(f"{name}: corrupt or truncated image (a {kind} header, undecodable data)") from None
+        raise ImageReadError(f"{name}: not an image file (or a format Pillow cannot read)") from None
+    except Exception as error:  # decoders of damaged files raise OSError, SyntaxError, ValueError, zlib.error...
+        raise ImageReadError(f"{name}: corrupt or truncated image ({type(error).__name__}: {error})") from None
+    return _decode_pil(image, name)
+
+
+def _read_file(name: str) -> bytes:
+    path = Path(name).expanduser()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{name}: is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageReadError(f"{name}: permission denied") from None
+    except OSError as error:
+        raise ImageReadError(f"{name}: cannot read ({error.strerror or error})") from None
+
+
+def _download(url: str, timeout: float) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": "ramit-hf"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+    except urllib.error.HTTPError as error:
+        raise ImageReadError(f"{url}: download failed (HTTP {error.code} {error.reason})") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ImageReadError(f"{url}: download failed ({reason})") from None
+
+
+def _decode_pil(image: Image.Image, name: str) -> DecodedImage:
+    if image.width == 0 or image.height == 0:
+        raise ImageReadError(f"{name}: empty image ({image.width}x{image.height} pixels)")
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception as error:  # a malformed EXIF block should not hide the pixels
+        raise ImageReadError(f"{name}: unreadable EXIF orientation ({error})") from None
+    mode = image.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        pixels = np.asarray(image)
+    elif mode.startswith("I;16"):
+        pixels, mode = np.asarray(image).astype(np.uint16), "L"
+    elif mode == "I":
+        pixels, mode = np.asarray(image), "L"
+        if pixels.min() < 0 or pixels.max() > 65535:
+            raise ImageReadError(f"{name}: 32-bit integer image with values outside 0..65535")
+        pixels = pixels.astype(np.uint16)
+    elif mode == "F":
+        pixels, mode = np.asarray(image, dtype=np.float32), "L"
+    elif mode == "1":
+        pixels, mode = np.asarray(image.convert("L")), "L"
+    else:
+        # palettes, CMYK, YCbCr, premultiplied alpha, ...: to RGB, keeping transparency as alpha
+        has_alpha = "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info
+        mode = "RGBA" if has_alpha else "RGB"
+        pixels = np.asarray(image.convert(mode))
+    return DecodedImage(np.ascontiguousarray(pixels), mode, name)
+
+
+def _decode_png16(data: bytes, name: str) -> DecodedImage:
+    try:
+        import png  # pypng
+    except ImportError:
+        raise ImageReadError(f"{name}: reading 16-bit PNGs needs the pypng package (pip install pypng)") from None
+    try:
+        width, height, values, info = png.Reader(bytes=data).read_flat()
+    except Exception as error:  # png.FormatError, png.ChunkError, zlib.error, ...
+        raise ImageReadError(f"{name}: corrupt or truncated PNG ({type(error).__name__}: {error})") from None
+    if width == 0 or height == 0:
+        raise ImageReadError(f"{name}: empty image ({width}x{height} pixels)")
+    planes = info["planes"]
+    pixels = np.frombuffer(values, dtype=np.uint16).reshape(height, width, planes)
+    if planes == 1:
+        pixels = pixels[..., 0]
+    orientation = _png_exif_orientation(data)
+    if orientation in _ORIENT:
+        pixels = _ORIENT[orientation](pixels)
+    return DecodedImage(np.ascontiguousarray(pixels), _MODE_OF_CHANNELS[planes], name)
+
+
+def _png_exif_orientation(data: bytes) -> int:
+    """The EXIF orientation stored in a PNG's eXIf chunk (1, i.e. upright, when there is none)."""
+    offset = len(_PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        if kind == b"eXIf":
+            exif = Image.Exif()
+            try:
+                exif.load(data[offset + 8 : offset + 8 + length])
+            except Exception:
+                return 1
+            return int(exif.get(_EXIF_ORIENTATION, 1) or 1)
+        if kind in (b"IDAT", b"IEND"):
+            # the PNG spec puts eXIf before the image data
+            return 1
+        offset += 12 + length
+    return 1
+
+
+def save_image(image, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a PIL image or an (H, W[, C]) uint8/uint16 array to `path` atomically, in the format of its extension.
+
+    The image goes to a temporary file beside `path` that is then renamed, so an interrupted write never leaves a
+    partial image. An existing `path` raises `FileExistsError` unless `overwrite` (checked atomically: the temporary
+    file is hard-linked into place where the file system allows). 16-bit data needs a `.png` path (written with pypng;
+    gray, gray + alpha, RGB and RGBA). Parent folders are created.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if isinstance(image, Image.Image) and image.mode.startswith("I;16"):
+        image = np.asarray(image).astype(np.uint16)
+    elif isinstance(image, Image.Image) and image.mode not in ("1", "L", "LA", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+    elif not isinstance(image, Image.Image):
+        image = np.asarray(image)
+    sixteen = isinstance(image, np.ndarray) and image.dtype == np.uint16
+    if sixteen and suffix != ".png":
+        raise ValueError(f"{path}: 16-bit images can only be written as .png")
+    if not sixteen:
+        format = Image.registered_extensions().get(suffix)
+        if format is None:
+            raise ValueError(f"{path}: unknown image extension {suffix!r}")
+        if isinstance(image, np.ndarray):
+            image = _array_to_pil(image, path)
+        if format == "JPEG" and image.mode not in ("L", "RGB"):
+            raise ValueError(f"{path}: JPEG cannot store mode {image.mode}; use .png")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists (pass overwrite=True / --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            if sixteen:
+                _write_png16(image, file)
+            else:
+                image.save(file, format=format)
+            file.flush()
+            os.fsync(file.fileno())
+        _move_into_place(temporary, path, overwrite)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _move_into_place(temporary: Path, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(temporary, path)
+        return
+    try:
+        os.link(temporary, path)  # fails if path exists, with no window between the check and the write
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists (pass overwrite=True / --overwrite to replace it)") from None
+    except OSError:
+        # no hard links here (e.g. some network or FAT file systems): check, then rename
+        if path.exists():
+            raise FileExistsError(f"{path} already exists (pass overwrite=True / --overwrite to replace it)") from None
+        os.replace(temporary, path)
+
+
+def _array_to_pil(array: np.ndarray, path: Path) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise ValueError(f"{path}: expected uint8 or uint16 pixels, got {array.dtype}")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in _MODE_OF_CHANNELS):
+        return Image.fromarray(array)
+    raise ValueError(f"{path}: cannot write pixels of shape {array.shape} (expected H x W [x 1, 2, 3 or 4])")
+
+
+def _write_png16(array: np.ndarray, file) -> None:
+    import png  # pypng
+
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    planes = 1 if array.ndim == 2 else array.shape[-1]
+    if planes not in _MODE_OF_CHANNELS:
+        raise ValueError(f"cannot write 16-bit pixels of shape {array.shape} (expected H x W [x 2, 3 or 4])")
+    height, width = array.shape[:2]
+    writer = png.Writer(
+        width, height, greyscale=planes <= 2, alpha=planes in (2, 4), bitdepth=16, compression=6
+    )
+    writer.write_array(file, np.ascontiguousarray(array).reshape(-1))
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LOSSLESS_EXTENSIONS",
+    "DecodedImage",
+    "ImageReadError",
+    "describe",
+    "is_url",
+    "load_image",
+    "save_image",
+]
