@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "convert": "convert",
     "restore": "restore",
+    "evaluate": "evaluate",
 }
 
 
