@@ -36,6 +36,18 @@ def _register() -> None:
 
 _register()
 
+# the training modules (the Trainer, `datasets`) load on first use, not at `import ramit_hf`
+_LAZY = {"RamitTrainer": "trainer", "prepare_training": "trainer", "load_recipe": "recipes"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "PRESETS",
     "TASKS",

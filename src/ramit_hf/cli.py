@@ -11,6 +11,7 @@ COMMANDS = {
     "convert": "convert",
     "restore": "restore",
     "evaluate": "evaluate",
+    "train": "train",
 }
 
 
