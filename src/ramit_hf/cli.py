@@ -12,6 +12,7 @@ COMMANDS = {
     "restore": "restore",
     "evaluate": "evaluate",
     "train": "train",
+    "push": "push",
 }
 
 
