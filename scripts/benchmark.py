@@ -9,7 +9,8 @@ largest difference from its output. Times are measured in one process with the p
         fused-cudagraph
     python scripts/benchmark.py --train --device cuda             # training step, batch 32, 64x64 LR patches
 
-Paths: faithful (the original's computation), fused (the default), fused-bf16 (bfloat16 weights and activations),
+Paths: faithful (the original's computation), fused (the default), fused-bf16 (inference: bfloat16 weights and
+activations; training: bfloat16 autocast over float32 weights),
 fused-compile (torch.compile), fused-cudagraph (torch.compile mode "reduce-overhead": CUDA graphs; CUDA only).
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -103,7 +103,8 @@ def time_inference(args) -> list[dict]:
 
 
 def peak_memory(args, path: str, size: int) -> float:
-    """Peak memory (MiB) of one forward in a fresh process: CUDA allocator peak, or the growth of peak RSS on CPU."""
+    """Peak memory (MiB) of one forward in a fresh process: the CUDA allocator's peak, or on CPU (Linux) how far the
+    forward raises the resident set above what it was before."""
     if args.no_memory:
         return float("nan")
     command = [sys.executable, __file__, "--memory-worker", path, str(size), "--preset", args.preset, "--device",
@@ -128,10 +129,18 @@ def memory_worker(path: str, size: int, preset: str, device: str) -> None:
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated() - base
         else:
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            # reset the kernel's high-water mark of resident memory (VmHWM), then read how far one forward raises it
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            before = _proc_status_kib("VmRSS")
             run(x)
-            peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+            peak = (_proc_status_kib("VmHWM") - before) * 1024
     print(json.dumps({"peak_mib": peak / 2**20}))
+
+
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
 def time_training(args) -> list[dict]:
@@ -144,8 +153,11 @@ def time_training(args) -> list[dict]:
         for _ in range(min(args.steps, 8))
     ]
     for path in args.paths:
-        model, run = build(path, "ramit-sr-x2", args.device, training=True)
+        # training in bf16 means autocast over float32 weights (mixed precision), not bf16 weights
+        mixed = path == "fused-bf16"
+        model, run = build("fused" if mixed else path, "ramit-sr-x2", args.device, training=True)
         dtype = next(model.parameters()).dtype
+        device_type = "cuda" if args.device.startswith("cuda") else "cpu"
         optimizer = torch.optim.Adam(model.parameters(), lr=4e-4)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
@@ -154,7 +166,8 @@ def time_training(args) -> list[dict]:
             lr, hr = (t.to(args.device, dtype) for t in batches[step % len(batches)])
             synchronize(args.device)
             start = time.perf_counter()
-            loss = run(pixel_values=lr, labels=hr).loss
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=mixed):
+                loss = run(pixel_values=lr, labels=hr).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
