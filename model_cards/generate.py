@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ramit_hf import RamitConfig
-    from ramit_hf.evaluation import write_text_atomic
+    from ramit_hf.atomic import write_text_atomic
     from ramit_hf.hub import (
         PUBLISHED_PRESETS,
         card_for_preset,

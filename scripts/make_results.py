@@ -107,7 +107,7 @@ def _ref(value: float | None, digits: int) -> str:
 
 def write_doc(results: dict, path: Path) -> tuple[str, float]:
     """docs/results.md from the results (file name -> EvaluationResult); returns (text, largest |PSNR difference|)."""
-    from ramit_hf.evaluation import write_text_atomic
+    from ramit_hf.atomic import write_text_atomic
 
     worst = 0.0
     lines = [
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if not args.doc_only:
-        from ramit_hf.evaluation import write_text_atomic
+        from ramit_hf.atomic import write_text_atomic
 
         shared = shared_root()
         if not (shared / "testsets").is_dir():

@@ -1,6 +1,9 @@
 import functools
 import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,27 @@ SHARED = Path(os.environ.get("RAMIT_SHARED", REPO_ROOT.parent / "shared")).resol
 # original (target_mode) names of the golden cases -> our task names
 GOLDEN_TASKS = {"light_x2": "sr-x2", "light_x3": "sr-x3", "light_x4": "sr-x4", "light_dn": "color-dn",
                 "light_graydn": "gray-dn", "light_lle": "lle", "light_dr": "derain"}
+
+
+# The start of a subprocess script in which `import ramit_hf` (or any of its modules) fails, as where only what a Hub
+# folder or the Space ships is installed: such code must run on transformers and the files it carries alone.
+BLOCK_RAMIT_HF = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    class BlockRamitHf(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] == "ramit_hf":
+                raise ImportError("ramit_hf must not be needed")
+    sys.meta_path.insert(0, BlockRamitHf())
+    """
+)
+
+
+def run_without_ramit_hf(script: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run the Python `script` (dedented) in a fresh interpreter in which `import ramit_hf` fails; output captured
+    as text, 300 s timeout (keyword arguments go to `subprocess.run` and override these)."""
+    options = {"capture_output": True, "text": True, "timeout": 300, **kwargs}
+    return subprocess.run([sys.executable, "-c", BLOCK_RAMIT_HF + textwrap.dedent(script)], **options)
 
 
 def shared_path(*parts: str) -> Path:

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import REPO_ROOT, checkpoint
+from conftest import BLOCK_RAMIT_HF, REPO_ROOT, checkpoint
 
 SPACE_DIR = REPO_ROOT / "spaces" / "ramit-demo"
 # environment variable of each task -> the original checkpoint its test model is made from (the fast slim models)
@@ -34,14 +34,9 @@ SPACE_MODELS = {
 }
 STARTUP_TIMEOUT_S = 180
 
-_BOOT = textwrap.dedent(
+_BOOT = BLOCK_RAMIT_HF + textwrap.dedent(
     """
-    import importlib.abc, runpy, sys
-    class BlockRamitHf(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] == "ramit_hf":
-                raise ImportError("the Space must not need ramit_hf")
-    sys.meta_path.insert(0, BlockRamitHf())
+    import runpy
     sys.path.insert(0, {space!r})
     runpy.run_path({app!r}, run_name="__main__")
     """

@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from ramit_hf.inference import load_model, restore_tensor
 from ramit_hf.metrics import to_uint8
 from ramit_hf import RamitForImageRestoration
 
-from conftest import REPO_ROOT, checkpoint, shared_path, small_config
+from conftest import REPO_ROOT, checkpoint, run_without_ramit_hf, shared_path, small_config
 
 RESULTS = REPO_ROOT / "results"
 SLIM_X2 = "RAMiT-slimSR_X2.pth"
@@ -57,7 +56,8 @@ def test_dry_run_writes_the_repository_folder(dry_run, capsys):
     processor = json.loads((dry_run / "preprocessor_config.json").read_text())
     assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_ramit.RamitImageProcessor"
     # the card is the committed one: both come from results/*.json
-    assert (dry_run / "README.md").read_text() == (REPO_ROOT / "model_cards" / "ramit-slimsr-x2" / "README.md").read_text()
+    committed = REPO_ROOT / "model_cards" / "ramit-slimsr-x2" / "README.md"
+    assert (dry_run / "README.md").read_text() == committed.read_text()
     # the weights are the converted checkpoint's
     converted = load_model(checkpoint(SLIM_X2))
     loaded = RamitForImageRestoration.from_pretrained(dry_run)
@@ -69,14 +69,12 @@ def test_dry_run_folder_restores_in_a_fresh_process_without_ramit_hf(dry_run, bi
     model = load_model(checkpoint(SLIM_X2))
     pixels = torch.from_numpy(np.array(Image.open(bird_crop))).permute(2, 0, 1)[None].float() / 255
     np.save(tmp_path / "expected.npy", to_uint8(restore_tensor(model, pixels)[0].permute(1, 2, 0).numpy()))
-    script = textwrap.dedent(
+    # OMP_WAIT_POLICY: idle OpenMP threads sleep rather than spin, which keeps a small restoration fast when other
+    # processes share the cores
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
+           "OMP_WAIT_POLICY": "PASSIVE"}
+    result = run_without_ramit_hf(
         f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] == "ramit_hf":
-                    raise ImportError("ramit_hf must not be needed")
-        sys.meta_path.insert(0, Block())
         import numpy as np
         from transformers import pipeline
         pipe = pipeline("image-restoration", model={str(dry_run)!r}, trust_remote_code=True)
@@ -85,14 +83,10 @@ def test_dry_run_folder_restores_in_a_fresh_process_without_ramit_hf(dry_run, bi
         assert out.shape == expected.shape == (80, 96, 3), out.shape
         assert np.array_equal(out, expected), np.abs(out.astype(int) - expected).max()
         print("hub folder OK", type(pipe).__module__, pipe.task)
-        """
+        """,
+        env=env,
+        cwd=tmp_path,
     )
-    # OMP_WAIT_POLICY: idle OpenMP threads sleep rather than spin, which keeps a small restoration fast when other
-    # processes share the cores
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
-           "OMP_WAIT_POLICY": "PASSIVE"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
-                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "hub folder OK transformers_modules" in result.stdout and "image-restoration" in result.stdout
 
@@ -104,7 +98,8 @@ def test_the_cards_usage_code_runs(dry_run, bird_crop, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     expected = None
     for code in blocks:
-        code = code.replace('"ramit-hf/ramit-slimsr-x2"', repr(str(dry_run))).replace('"low_res.png"', repr(str(bird_crop)))
+        code = code.replace('"ramit-hf/ramit-slimsr-x2"', repr(str(dry_run)))
+        code = code.replace('"low_res.png"', repr(str(bird_crop)))
         namespace = {}
         exec(compile(code, "<card>", "exec"), namespace)
         if (tmp_path / "restored.png").exists():
@@ -130,13 +125,15 @@ def test_namespace_released_folder_and_overwrite(tmp_path, capsys):
     for name in ("RAMiT-slimLLE_LLE.pth", SLIM_X2, "notes.txt"):
         (released / name).symlink_to(checkpoint(SLIM_X2).parent / name if name.endswith(".pth") else os.devnull)
     out = tmp_path / "hub"
-    args = ["push", "--released", str(released), "--namespace", "someone", "--dry-run", str(out), "--results", str(RESULTS)]
+    args = ["push", "--released", str(released), "--namespace", "someone", "--dry-run", str(out),
+            "--results", str(RESULTS)]
     assert main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == ["ramit-slimlle", "ramit-slimsr-x2"]
     printed = capsys.readouterr().out
     assert "dry run for someone/ramit-slimlle; card with 0 results" in printed
     assert "dry run for someone/ramit-slimsr-x2; card with 2 results" in printed
-    assert 'pipeline("image-restoration", model="someone/ramit-slimlle", trust_remote_code=True)' in (out / "ramit-slimlle" / "README.md").read_text()
+    usage = 'pipeline("image-restoration", model="someone/ramit-slimlle", trust_remote_code=True)'
+    assert usage in (out / "ramit-slimlle" / "README.md").read_text()
     assert main(args) == 2  # the folders exist now
     assert main(args + ["--overwrite"]) == 0
 
@@ -145,7 +142,8 @@ def test_a_trained_folder_goes_to_a_repository_named_after_it(tmp_path, capsys):
     torch.manual_seed(0)
     folder = save_model_folder(RamitForImageRestoration(small_config(task="sr-x2")), tmp_path / "my-sr-model")
     out = tmp_path / "out"
-    assert main(["push", str(folder), "--dry-run", str(out), "--namespace", "me", "--results", str(tmp_path / "none")]) == 0
+    args = ["push", str(folder), "--dry-run", str(out), "--namespace", "me", "--results", str(tmp_path / "none")]
+    assert main(args) == 0
     captured = capsys.readouterr()
     assert "no results folder" in captured.err and "dry run for me/my-sr-model" in captured.out
     card = (out / "README.md").read_text()
@@ -160,9 +158,11 @@ def test_a_trained_folder_goes_to_a_repository_named_after_it(tmp_path, capsys):
     "case, extra_env, extra_args, message",
     [
         ("no token", {}, [], "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN or pass --token"),
-        ("offline", {"HF_HUB_OFFLINE": "1"}, ["--token", "hf_test"], "HF_HUB_OFFLINE is set, so nothing can be uploaded"),
+        ("offline", {"HF_HUB_OFFLINE": "1"}, ["--token", "hf_test"],
+         "HF_HUB_OFFLINE is set, so nothing can be uploaded"),
         # a port on this machine where nothing listens: the connection is refused at once
-        ("no network", {"HF_ENDPOINT": "http://127.0.0.1:9"}, ["--token", "hf_test"], "cannot reach the Hugging Face Hub"),
+        ("no network", {"HF_ENDPOINT": "http://127.0.0.1:9"}, ["--token", "hf_test"],
+         "cannot reach the Hugging Face Hub"),
     ],
 )
 def test_push_without_token_or_network_fails_before_any_work(case, extra_env, extra_args, message, tmp_path):

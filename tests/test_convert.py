@@ -52,7 +52,8 @@ def test_a_renamed_file_infers_what_its_weights_tell(tmp_path):
 
 def test_ramit_restoration_weights_need_the_task_named():
     # RAMiT's color denoising, low-light and deraining weights share one shape
-    weights = {k.removeprefix("weights."): v for k, v in golden_case("RAMiT_LLE_randinit").items() if k.startswith("weights.")}
+    case = golden_case("RAMiT_LLE_randinit")
+    weights = {k.removeprefix("weights."): v for k, v in case.items() if k.startswith("weights.")}
     with pytest.raises(CheckpointError, match="cannot tell the task.*color-dn, lle, derain"):
         convert_original_checkpoint(weights)
     model = convert_original_checkpoint(weights, task="derain")

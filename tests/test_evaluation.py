@@ -111,7 +111,8 @@ def test_set14_finds_its_only_lr_folder_and_repeats_gray_images_to_rgb():
     bridge = test_set[test_set.names.index("bridge")]
     stored = read_image(root / "HR" / "bridge.png")
     assert stored.shape[2] == 1 and bridge.target.shape[2] == 3 and bridge.pixel_values.shape[0] == 3
-    np.testing.assert_array_equal(bridge.target, np.repeat(stored, 3, axis=2)[: bridge.target.shape[0], : bridge.target.shape[1]])
+    height, width = bridge.target.shape[:2]
+    np.testing.assert_array_equal(bridge.target, np.repeat(stored, 3, axis=2)[:height, :width])
 
 
 def test_lr_folder_problems_are_named(tmp_path):
@@ -151,7 +152,8 @@ def test_datasets_dataset_gives_the_same_samples_and_scores_as_the_folder(tmp_pa
     hr = [_image_cell(root / "HR" / f"{n}.png") for n in SET5_NAMES]
     lr = [_image_cell(root / "LR_bicubic" / "X4" / f"{n}x4.png") for n in SET5_NAMES]
     features = Features({"file_name": Value("string"), "hr": ImageFeature(), "lr_x4": ImageFeature()})
-    dataset = Dataset.from_dict({"file_name": [f"{n}.png" for n in SET5_NAMES], "hr": hr, "lr_x4": lr}, features=features)
+    columns = {"file_name": [f"{n}.png" for n in SET5_NAMES], "hr": hr, "lr_x4": lr}
+    dataset = Dataset.from_dict(columns, features=features)
     dataset.save_to_disk(str(tmp_path / "set5_ds"))
     DatasetDict({"train": dataset, "test": dataset.remove_columns("lr_x4")}).save_to_disk(str(tmp_path / "set5_dict"))
 
@@ -208,8 +210,9 @@ def test_denoising_noise_equals_the_originals_manual_seed_and_randn(sigma):
 
 def test_rgb_to_gray_is_opencvs_fixed_point_conversion():
     # cv2.cvtColor(..., cv2.COLOR_RGB2GRAY) of these pixels with OpenCV 4.7.0 and 5.0.0
-    pixels = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 200, 30], [128, 128, 128], [1, 2, 3], [250, 128, 7]]],
-                      np.uint8)
+    pixels = np.array(
+        [[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 200, 30], [128, 128, 128], [1, 2, 3], [250, 128, 7]]], np.uint8
+    )
     assert rgb_to_gray_opencv(pixels)[0, :, 0].tolist() == [76, 150, 29, 124, 128, 2, 151]
     levels = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)
     np.testing.assert_array_equal(rgb_to_gray_opencv(levels)[..., 0], levels[..., 0])

@@ -176,3 +176,18 @@ def test_save_checks_format_and_pixels(bird, tmp_path):
         save_image(np.zeros((4, 4, 5), np.uint8), tmp_path / "a.png")
     assert list(tmp_path.iterdir()) == []
     assert image_io.LOSSLESS_EXTENSIONS[0] == ".png"
+
+
+def test_rgb_to_gray_is_opencvs_for_8_and_16_bit():
+    from ramit_hf import data, evaluation
+
+    # cv2.cvtColor(..., COLOR_RGB2GRAY) of OpenCV 4.10 and 5.0; on these colours 14-bit weights are off by one
+    rgb8 = np.array([[[0, 0, 250], [0, 1, 201], [0, 2, 152], [255, 255, 255]]], np.uint8)
+    assert image_io.rgb_to_gray(rgb8)[0, :, 0].tolist() == [28, 23, 18, 255]
+    rgb16 = np.array([[[65535, 0, 0], [0, 65535, 0], [0, 0, 65535], [1000, 40000, 65535], [12345, 23456, 34567]]],
+                     np.uint16)
+    gray16 = image_io.rgb_to_gray(rgb16)
+    assert gray16.dtype == np.uint16 and gray16[0, :, 0].tolist() == [19596, 38469, 7470, 31249, 21400]
+    # training data and benchmarks convert with this one function
+    assert data.rgb_to_gray is evaluation.rgb_to_gray_opencv is image_io.rgb_to_gray
+    assert np.array_equal(data.to_channels(rgb8, 1), image_io.rgb_to_gray(rgb8))

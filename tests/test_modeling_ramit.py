@@ -1,7 +1,3 @@
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 import torch
@@ -10,7 +6,7 @@ from ramit_hf import RamitConfig, RamitForImageRestoration, RamitImageProcessor,
 from ramit_hf.convert import processor_for, save_model_folder
 from ramit_hf.modeling_ramit import relative_position_index
 
-from conftest import golden_case, golden_index, golden_model, small_config
+from conftest import golden_case, golden_index, golden_model, run_without_ramit_hf, small_config
 
 GOLDEN_CASES = sorted(golden_index())
 # The faithful path is pinned to the original at 1e-5; the fused path computes the same function in another order.
@@ -71,14 +67,8 @@ def test_trust_remote_code_in_a_fresh_process_without_ramit_hf(slim_model, tmp_p
     torch.save(x, tmp_path / "x.pt")
     with torch.no_grad():
         torch.save(slim_model(x).reconstruction, tmp_path / "expected.pt")
-    script = textwrap.dedent(
+    result = run_without_ramit_hf(
         f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] == "ramit_hf":
-                    raise ImportError("ramit_hf must not be needed")
-        sys.meta_path.insert(0, Block())
         import torch
         from transformers import AutoImageProcessor, AutoModelForImageToImage
         model = AutoModelForImageToImage.from_pretrained({str(folder)!r}, trust_remote_code=True)
@@ -92,7 +82,6 @@ def test_trust_remote_code_in_a_fresh_process_without_ramit_hf(slim_model, tmp_p
         print("remote code OK", type(model).__module__)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "remote code OK transformers_modules" in result.stdout
 

@@ -1,9 +1,6 @@
 import functools
 import http.server
 import json
-import subprocess
-import sys
-import textwrap
 import threading
 
 import numpy as np
@@ -17,7 +14,7 @@ from ramit_hf.convert import convert_original_checkpoint, processor_for, save_mo
 from ramit_hf.image_io import ImageReadError, save_image
 from ramit_hf.inference import restore_tensor
 
-from conftest import checkpoint, shared_path, small_config
+from conftest import checkpoint, run_without_ramit_hf, shared_path, small_config
 
 BIRD = ("testsets", "Set5", "LR_bicubic", "X2", "birdx2.png")
 
@@ -244,14 +241,8 @@ def test_saved_pipeline_runs_in_a_fresh_process_without_ramit_hf(slim_pipe, crop
     assert (folder / "pipeline_image_restoration.py").is_file()
     crop.save(tmp_path / "crop.png")
     np.save(tmp_path / "expected.npy", np.asarray(pipe(crop)))
-    script = textwrap.dedent(
+    result = run_without_ramit_hf(
         f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] == "ramit_hf":
-                    raise ImportError("ramit_hf must not be needed")
-        sys.meta_path.insert(0, Block())
         import numpy as np
         from transformers import pipeline
         pipe = pipeline("image-restoration", model={str(folder)!r}, trust_remote_code=True)
@@ -260,6 +251,5 @@ def test_saved_pipeline_runs_in_a_fresh_process_without_ramit_hf(slim_pipe, crop
         print("remote pipeline OK", type(pipe).__module__, pipe.task)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "remote pipeline OK transformers_modules" in result.stdout and "image-restoration" in result.stdout

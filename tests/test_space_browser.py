@@ -52,7 +52,8 @@ def test_upload_and_super_resolve_x2_in_chromium(tmp_path):
             )
             page.wait_for_selector("#download a", timeout=30_000)
             sizes = page.evaluate(
-                "() => Array.from(document.querySelectorAll('#comparison img')).map(i => [i.naturalWidth, i.naturalHeight])"
+                "() => Array.from(document.querySelectorAll('#comparison img'))"
+                ".map(i => [i.naturalWidth, i.naturalHeight])"
             )
             links = page.evaluate(
                 "() => Array.from(document.querySelectorAll('#download a')).map(a => [a.href, a.download])"

@@ -30,7 +30,10 @@ def _register() -> None:
 
     if PIPELINE_REGISTRY.supported_tasks.get("image-restoration", {}).get("impl") is not ImageRestorationPipeline:
         PIPELINE_REGISTRY.register_pipeline(
-            "image-restoration", pipeline_class=ImageRestorationPipeline, pt_model=AutoModelForImageToImage, type="image"
+            "image-restoration",
+            pipeline_class=ImageRestorationPipeline,
+            pt_model=AutoModelForImageToImage,
+            type="image",
         )
 
 

@@ -57,7 +57,9 @@ def preset_name(variant: str, task: str) -> str:
         if setting == (variant, task):
             return name
     released = ", ".join(f"{v} {t}" for v, t in PRESETS.values())
-    raise ValueError(f"no original RAMiT setting for variant {variant!r} and task {task!r}; the settings are: {released}")
+    raise ValueError(
+        f"no original RAMiT setting for variant {variant!r} and task {task!r}; the settings are: {released}"
+    )
 
 
 class RamitConfig(PreTrainedConfig):

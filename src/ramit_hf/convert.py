@@ -9,20 +9,21 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
-import tempfile
 from types import MappingProxyType
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_folder
 from .configuration_ramit import PRESETS, TASK_UPSCALE, TASKS, VARIANTS, RamitConfig, preset_name
 from .image_processing_ramit import RamitImageProcessor
 from .modeling_ramit import RamitForImageRestoration
 
 # File names of the original release: <variant>_<task code>.pth, e.g. RAMiT-1_X2.pth, RAMiT_GDN.pth.
-_FILE_TASKS = {"X2": "sr-x2", "X3": "sr-x3", "X4": "sr-x4", "CDN": "color-dn", "GDN": "gray-dn", "LLE": "lle", "DR": "derain"}
+FILE_TASKS = {
+    "X2": "sr-x2", "X3": "sr-x3", "X4": "sr-x4", "CDN": "color-dn", "GDN": "gray-dn", "LLE": "lle", "DR": "derain"
+}
 _FILE_NAME = re.compile(r"(RAMiT(?:-1|-slimSR|-slimLLE)?)_(X2|X3|X4|CDN|GDN|LLE|DR)\b", re.IGNORECASE)
 
 # Original parameter names -> ours, applied in order to each key.
@@ -62,7 +63,7 @@ def infer_from_file_name(name: str | os.PathLike) -> tuple[str | None, str | Non
     if not match:
         return None, None
     variant = next(v for v in VARIANTS if v.lower() == match[1].lower())
-    return variant, _FILE_TASKS[match[2].upper()]
+    return variant, FILE_TASKS[match[2].upper()]
 
 
 def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -242,31 +243,13 @@ def processor_for(config: RamitConfig) -> RamitImageProcessor:
 def save_model_folder(model, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a `from_pretrained` folder (config, model.safetensors, preprocessor config, code) atomically.
 
-    The folder is assembled beside its destination and renamed into place, so an interrupted run leaves nothing
-    half-written. An existing non-empty folder is replaced only with `overwrite=True`.
+    The folder is assembled beside its destination and renamed into place (`ramit_hf.atomic.atomic_folder`), so an
+    interrupted run leaves nothing half-written. An existing non-empty folder is replaced only with `overwrite=True`.
     """
-    output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        if not overwrite:
-            raise FileExistsError(
-                f"{output_dir} already exists and is not empty; replace it with overwrite=True (--overwrite)"
-            )
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with atomic_folder(output_dir, overwrite=overwrite) as staging:
         model.save_pretrained(staging)
         processor_for(model.config).save_pretrained(staging)
-        if output_dir.exists():
-            old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
-            output_dir.rename(old)
-            staging.rename(output_dir)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            staging.rename(output_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return output_dir
+    return Path(output_dir)
 
 
 __all__ = [

@@ -46,9 +46,20 @@ import torch
 from PIL import Image
 
 from .configuration_ramit import TASK_UPSCALE, TASKS
+from .evaluation import add_gaussian_noise
+from .image_io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    find_subfolder,
+    load_image,
+    match_name,
+    rgb_to_gray,
+    to_channels,
+    to_gray_or_rgb,
+)
+from .image_io import list_images as _list_image_files
 from .imresize import imresize
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # sub-folder names of paired datasets (matched case-insensitively)
 HQ_FOLDER_NAMES = ("hq", "hr", "gt", "high", "target", "clean", "groundtruth")
 LQ_FOLDER_NAMES = ("lq", "input", "low", "rainy", "noisy", "degraded")
@@ -69,9 +80,6 @@ TASK_EVAL_PROTOCOL = {
 # margin (in low-resolution pixels) around a patch when only its region is downscaled: the bicubic kernel reaches
 # 2 low-resolution pixels to each side; one more keeps clear of rounding at the region's edge
 _RESIZE_MARGIN = 3
-# OpenCV's fixed-point RGB -> gray weights (14 bits) for 8-bit images
-_CV_GRAY_WEIGHTS = (4899, 9617, 1868)
-_CV_GRAY_SHIFT = 14
 
 
 class DataError(ValueError):
@@ -100,44 +108,16 @@ def eval_protocol(task: str) -> tuple[int, bool]:
 
 
 def pil_to_array(image: Image.Image) -> np.ndarray:
-    """A PIL image -> HWC uint8 (or uint16 for 16-bit images) array with 1 or 3 channels; alpha is dropped."""
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        array = np.asarray(image, dtype=np.uint16)
-    elif mode == "I":
-        array = np.asarray(image)
-        if array.min() < 0 or array.max() > 65535:
-            raise DataError(f"32-bit image with values outside [0, 65535]: {getattr(image, 'filename', '')}")
-        array = array.astype(np.uint16)
-    elif mode in ("L", "RGB"):
-        array = np.asarray(image)
-    elif mode in ("LA", "1"):
-        array = np.asarray(image.convert("L"))
-    else:
-        array = np.asarray(image.convert("RGB"))
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return array
+    """A PIL image -> HWC uint8 (or uint16 for 16-bit images) array with 1 or 3 channels; alpha is dropped.
 
-
-def rgb_to_gray(array: np.ndarray) -> np.ndarray:
-    """HWC RGB -> HW1 luma as OpenCV's `cvtColor(..., COLOR_RGB2GRAY)`: fixed-point for 8-bit, rounded for 16-bit."""
-    if array.dtype == np.uint8:
-        r, g, b = (array[..., c].astype(np.int32) for c in range(3))
-        wr, wg, wb = _CV_GRAY_WEIGHTS
-        luma = (r * wr + g * wg + b * wb + (1 << (_CV_GRAY_SHIFT - 1))) >> _CV_GRAY_SHIFT
-        return luma.astype(np.uint8)[:, :, None]
-    weights = np.asarray(_CV_GRAY_WEIGHTS, dtype=np.float64) / (1 << _CV_GRAY_SHIFT)
-    return np.round(array.astype(np.float64) @ weights).astype(array.dtype)[:, :, None]
-
-
-def to_channels(array: np.ndarray, num_channels: int) -> np.ndarray:
-    """HWC with 1 or 3 channels -> HWC with `num_channels`: gray is repeated to RGB, RGB becomes luma."""
-    if array.shape[2] == num_channels:
-        return array
-    if num_channels == 3:
-        return np.repeat(array, 3, axis=2)
-    return rgb_to_gray(array)
+    Decoded by `ramit_hf.image_io` (also the EXIF orientation, which `datasets` has usually applied already).
+    """
+    if image.mode == "F":
+        image = image.convert("L")  # 32-bit float images train as 8-bit
+    try:
+        return to_gray_or_rgb(load_image(image).pixels)
+    except ImageReadError as error:
+        raise DataError(f"{getattr(image, 'filename', '') or 'an image'}: {error}") from None
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -201,15 +181,10 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = _list_image_files(folder)
     if not files:
         raise DataError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return files
-
-
-def _subfolder(folder: Path, names: Sequence[str]) -> Path | None:
-    by_name = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
-    return next((by_name[n] for n in names if n in by_name), None)
 
 
 def folder_layout(folder: str | os.PathLike, task: str) -> tuple[Path, Path | None]:
@@ -221,7 +196,7 @@ def folder_layout(folder: str | os.PathLike, task: str) -> tuple[Path, Path | No
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"data folder not found: {folder}")
-    hq = _subfolder(folder, HQ_FOLDER_NAMES)
+    hq = find_subfolder(folder, HQ_FOLDER_NAMES)
     if hq is None:
         return folder, None
     scale = task_scale(task)
@@ -234,7 +209,7 @@ def folder_layout(folder: str | os.PathLike, task: str) -> tuple[Path, Path | No
                 "name one with --train-lq / --val-lq"
             )
         return hq, (preferred or candidates or [None])[0]
-    return hq, _subfolder(folder, LQ_FOLDER_NAMES)
+    return hq, find_subfolder(folder, LQ_FOLDER_NAMES)
 
 
 def pair_files(hq_files: Sequence[Path], lq_files: Sequence[Path], scale: int) -> list[tuple[Path, Path]]:
@@ -296,8 +271,7 @@ def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequenc
         if wanted not in columns:
             raise DataError(f"{source} has no column {wanted!r} (columns: {', '.join(columns)})")
         return wanted
-    lowered = {c.lower(): c for c in columns}
-    return next((lowered[c] for c in candidates if c in lowered), None)
+    return match_name(columns, candidates)
 
 
 def _from_datasets(dataset, source: str, hq_column, lq_column):
@@ -727,7 +701,7 @@ class ValidationPairs:
 
     Super-resolution: target = mod-cropped HR, input = the given LR (cropped to HR / scale) or MATLAB bicubic of the
     target. Denoising: input = target + Gaussian noise of `noise_sigma` from a generator seeded 0 for every image,
-    as the original test does. Low-light / deraining: the given pairs.
+    as the original test does (`evaluation.add_gaussian_noise`). Low-light / deraining: the given pairs.
     """
 
     def __init__(self, task: str, noise_sigma: float = 25.0):
@@ -745,9 +719,7 @@ class ValidationPairs:
             return to_tensor(lq), to_tensor(hq)
         target = to_tensor(hq)
         if self.task in ("color-dn", "gray-dn") and lq is None:
-            generator = torch.Generator().manual_seed(0)
-            noise = torch.randn(target.shape, generator=generator) * (self.noise_sigma / 255.0)
-            return target + noise, target
+            return add_gaussian_noise(target, self.noise_sigma, seed=0), target
         if lq is None:
             raise DataError(f"task {self.task} needs low-quality validation images")
         return to_tensor(lq), target

@@ -35,14 +35,12 @@ Hub id); see :func:`load_test_set`. :func:`evaluate_model` runs a model over one
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -54,7 +52,21 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic import write_text_atomic
 from .configuration_ramit import TASK_UPSCALE, TASKS
+from .image_io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    decode_image_bytes,
+    find_subfolder,
+    list_images,
+    load_image,
+    match_name,
+    rgb_to_gray,
+    save_image,
+    to_channels,
+    to_gray_or_rgb,
+)
 from .imresize import imresize, modcrop
 from .inference import restore_tensor
 from .metrics import psnr, ssim, to_uint8
@@ -81,7 +93,6 @@ __all__ = [
 SCHEMA = "ramit-hf/evaluation"
 SCHEMA_VERSION = 1
 
-IMAGE_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp", ".ppm", ".pgm")
 # Sub-folder names of a test-set folder, matched case-insensitively, in order of preference.
 TARGET_FOLDERS = ("HR", "HQ", "GT", "target", "clean")
 PAIRED_INPUT_FOLDERS = ("LQ", "LR", "input", "degraded")
@@ -201,34 +212,33 @@ class Protocol:
 # images and degradations
 
 
-def _pil_to_uint8(image: Image.Image, what: str) -> np.ndarray:
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        raise TestSetError(f"{what}: mode {image.mode} is not an 8-bit image; the benchmark protocol uses 8-bit images")
-    if image.mode not in ("L", "RGB"):
-        image = image.convert("L" if image.mode in ("1", "LA") else "RGB")
-    array = np.asarray(image)
-    return array[:, :, None] if array.ndim == 2 else array
+def _decode_8bit(source, what: str) -> np.ndarray:
+    """A path, a PIL image or the bytes of an image file -> ``uint8`` ``(H, W, 1)`` gray or ``(H, W, 3)`` RGB, as
+    `ramit_hf.image_io` decodes it (EXIF orientation applied; alpha and palettes converted away)."""
+    try:
+        decoded = decode_image_bytes(source, what) if isinstance(source, bytes) else load_image(source)
+    except ImageReadError as error:
+        raise TestSetError(f"cannot read the image {error}") from None
+    if decoded.pixels.dtype != np.uint8:
+        kind = "16-bit" if decoded.pixels.dtype == np.uint16 else "floating-point"
+        raise TestSetError(f"{what}: a {kind} image is not an 8-bit image; the benchmark protocol uses 8-bit images")
+    return to_gray_or_rgb(decoded.pixels)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An 8-bit image file -> ``uint8`` array ``(H, W, 1)`` (gray) or ``(H, W, 3)`` (RGB; alpha and palettes
     are converted away). Raises :class:`TestSetError` for unreadable or non-8-bit files."""
-    try:
-        with Image.open(path) as image:
-            return _pil_to_uint8(image, str(path))
-    except (OSError, SyntaxError) as error:  # PIL raises SyntaxError for some corrupt files
-        raise TestSetError(f"cannot read the image {path}: {error}") from None
+    return _decode_8bit(path, str(path))
 
 
 def _as_uint8_image(value, what: str) -> np.ndarray:
     """A decoded `datasets` cell (PIL image or array) -> uint8 (H, W, C)."""
     if isinstance(value, Image.Image):
-        return _pil_to_uint8(value, what)
+        return _decode_8bit(value, what)
     if isinstance(value, dict) and (value.get("bytes") or value.get("path")):  # an undecoded Image cell
         if not value.get("bytes"):
             return read_image(value["path"])
-        with Image.open(io.BytesIO(value["bytes"])) as image:
-            return _pil_to_uint8(image, what)
+        return _decode_8bit(value["bytes"], what)
     array = np.asarray(value)
     if array.dtype != np.uint8:
         raise TestSetError(f"{what}: expected an image or a uint8 array, got {type(value).__name__} of {array.dtype}")
@@ -236,29 +246,12 @@ def _as_uint8_image(value, what: str) -> np.ndarray:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise TestSetError(f"{what}: expected an (H, W) or (H, W, C) image array, got shape {array.shape}")
-    return array[:, :, :3]
+    return to_gray_or_rgb(array)
 
 
-def rgb_to_gray_opencv(image: np.ndarray) -> np.ndarray:
-    """``uint8`` RGB ``(H, W, 3)`` -> ``uint8`` gray ``(H, W, 1)`` exactly as OpenCV's ``cvtColor(COLOR_RGB2GRAY)``.
-
-    OpenCV computes BT.601 luma in 15-bit fixed point: ``(9798 R + 19235 G + 3735 B + 2**14) >> 15``; this equals
-    ``cv2.cvtColor`` of OpenCV 4.7 and 5.0 on all 2**24 colours. Gray (R = G = B) pixels are unchanged.
-    """
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"rgb_to_gray_opencv expects a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-    x = image.astype(np.int32)
-    gray = (x[..., 0] * 9798 + x[..., 1] * 19235 + x[..., 2] * 3735 + (1 << 14)) >> 15
-    return gray.astype(np.uint8)[:, :, None]
-
-
-def _match_channels(image: np.ndarray, num_channels: int) -> np.ndarray:
-    """Gray files are repeated to RGB for colour models; RGB files become OpenCV gray for gray models."""
-    if image.shape[2] == num_channels:
-        return image
-    if num_channels == 3:
-        return np.repeat(image, 3, axis=2)
-    return rgb_to_gray_opencv(image)
+# ``uint8`` RGB ``(H, W, 3)`` -> gray ``(H, W, 1)`` exactly as OpenCV's ``cvtColor(COLOR_RGB2GRAY)``: the name this
+# module has always exported for :func:`ramit_hf.image_io.rgb_to_gray`
+rgb_to_gray_opencv = rgb_to_gray
 
 
 def _to_model_input(image: np.ndarray) -> torch.Tensor:
@@ -307,7 +300,7 @@ def prepare_sample(
 ) -> Sample:
     """Ground truth (+ stored degraded input) as uint8 (H, W, C) -> the :class:`Sample` the protocol measures."""
     num_channels = protocol.num_channels if num_channels is None else num_channels
-    target = _match_channels(target, num_channels)
+    target = to_channels(target, num_channels)
     if protocol.degradation == "bicubic":
         scale = protocol.scale
         if degraded is None:
@@ -316,7 +309,7 @@ def prepare_sample(
                 raise TestSetError(f"{name}: the image is smaller than the scale {scale}")
             degraded = imresize(target, 1 / scale)
         else:
-            degraded = _match_channels(degraded, num_channels)
+            degraded = to_channels(degraded, num_channels)
             height, width = degraded.shape[:2]
             if target.shape[0] < height * scale or target.shape[1] < width * scale:
                 raise TestSetError(
@@ -331,7 +324,7 @@ def prepare_sample(
     else:
         if degraded is None:
             raise TestSetError(f"{name}: the {protocol.task} protocol needs a degraded (LQ) image for every clean one")
-        degraded = _match_channels(degraded, num_channels)
+        degraded = to_channels(degraded, num_channels)
         if degraded.shape != target.shape:
             raise TestSetError(
                 f"{name}: the LQ image ({degraded.shape[1]}x{degraded.shape[0]}) and the HQ image "
@@ -454,18 +447,6 @@ def load_test_set(
     return _load_hf_dataset(text, protocol, name, split, hr_column, lr_column, name_column, make_lr)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def _subfolder(root: Path, candidates: Sequence[str]) -> Path | None:
-    by_lower = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    for candidate in candidates:
-        if candidate.lower() in by_lower:
-            return by_lower[candidate.lower()]
-    return None
-
-
 def _relative(path: Path, root: Path) -> str:
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
@@ -476,17 +457,17 @@ def _relative(path: Path, root: Path) -> str:
 def _load_folder(
     path: Path, source: str, protocol: Protocol, name: str | None, lr_dir, make_lr: bool
 ) -> TestSet:
-    if _image_files(path):
+    if list_images(path):
         target_dir, root = path, path
         set_name = path.resolve().parent.name if path.name.lower() in (t.lower() for t in TARGET_FOLDERS) else path.name
     else:
-        target_dir = _subfolder(path, TARGET_FOLDERS)
+        target_dir = find_subfolder(path, TARGET_FOLDERS)
         if target_dir is None:
             raise TestSetError(
                 f"{source} has no images and no ground-truth folder (one of {', '.join(TARGET_FOLDERS)})"
             )
         root, set_name = path, path.resolve().name
-    targets = _image_files(target_dir)
+    targets = list_images(target_dir)
     if not targets:
         raise TestSetError(f"{target_dir} has no images ({', '.join(IMAGE_EXTENSIONS)})")
 
@@ -535,7 +516,7 @@ def _find_input_folder(root: Path, target_dir: Path, protocol: Protocol, lr_dir,
         return found[0] if found else None
     if make_lr:
         raise TestSetError(f"make_lr applies to super-resolution only, not to the task {protocol.task!r}")
-    folder = _subfolder(root, PAIRED_INPUT_FOLDERS) if root != target_dir else None
+    folder = find_subfolder(root, PAIRED_INPUT_FOLDERS) if root != target_dir else None
     if folder is None:
         raise TestSetError(
             f"the {protocol.task} protocol needs degraded images: {root} has no "
@@ -546,7 +527,7 @@ def _find_input_folder(root: Path, target_dir: Path, protocol: Protocol, lr_dir,
 
 def _index_by_stem(folder: Path) -> dict[str, Path]:
     index: dict[str, Path] = {}
-    for path in _image_files(folder):
+    for path in list_images(folder):
         index.setdefault(path.stem, path)
     return index
 
@@ -662,11 +643,10 @@ def _pick_split(loaded, split, source, datasets):
 
 
 def _pick_column(columns: list[str], names: Sequence[str], single_ok: bool) -> str | None:
-    by_lower = {c.lower(): c for c in columns}
-    for candidate in names:
-        if candidate.lower() in by_lower:
-            return by_lower[candidate.lower()]
-    return columns[0] if single_ok and len(columns) == 1 else None
+    found = match_name(columns, names)
+    if found is None and single_ok and len(columns) == 1:
+        return columns[0]
+    return found
 
 
 def _is_string(feature) -> bool:
@@ -808,32 +788,6 @@ def load_result(path: str | os.PathLike) -> EvaluationResult:
         raise ValueError(f"{path} is not a valid {SCHEMA} document: missing or bad field {error}") from None
 
 
-def _file_mode() -> int:
-    """The mode a plainly created file gets (mkstemp's temporary files are private, 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_text_atomic(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
-    """Writes `text` to `path` through a temporary file in the same folder and a rename, so readers never see
-    half a file; refuses to replace an existing file unless `overwrite`."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.chmod(temporary, _file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
@@ -885,19 +839,6 @@ def _safe_file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
 
 
-def _save_png(image: np.ndarray, path: Path) -> None:
-    array = image[:, :, 0] if image.shape[2] == 1 else image
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        Image.fromarray(array).save(temporary, format="PNG")
-        os.chmod(temporary, _file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 @torch.no_grad()
 def evaluate_model(
     model,
@@ -945,7 +886,8 @@ def evaluate_model(
             prediction = to_uint8(restored.permute(1, 2, 0).numpy())
             if prediction.shape != sample.target.shape:
                 raise RuntimeError(
-                    f"{sample.name}: the output {prediction.shape} does not match the ground truth {sample.target.shape}"
+                    f"{sample.name}: the output {prediction.shape} does not match the ground truth "
+                    f"{sample.target.shape}"
                 )
             value_psnr = psnr(prediction, sample.target, protocol.crop_border, protocol.test_y_channel)
             value_ssim = ssim(prediction, sample.target, protocol.crop_border, protocol.test_y_channel)
@@ -959,7 +901,7 @@ def evaluate_model(
                 )
             )
             if output_dir is not None:
-                _save_png(prediction, output_dir / f"{_safe_file_name(sample.name)}.png")
+                save_image(prediction, output_dir / f"{_safe_file_name(sample.name)}.png", overwrite=True)
             bar.set_postfix_str(f"{sample.name}: {value_psnr:.2f} dB")
             bar.update()
     finally:

@@ -9,9 +9,9 @@
   never typed by hand), and the parameter count and FLOPs measured on the model (:func:`measure_complexity`).
 * **Publishing** (:func:`push_to_hub`): a folder holding the config, `model.safetensors`, the preprocessor config, the
   modeling, processing and pipeline code (`auto_map` and `custom_pipelines` in the config, so
-  `pipeline("image-restoration", model=repo_id, trust_remote_code=True)` works without `ramit_hf`) and the card, uploaded in one commit with
-  `huggingface_hub`. `dry_run=DIR` writes that very folder locally instead. The token and the connection are checked
-  before anything is converted or sent, and local folders are written atomically.
+  `pipeline("image-restoration", model=repo_id, trust_remote_code=True)` works without `ramit_hf`) and the card,
+  uploaded in one commit with `huggingface_hub`. `dry_run=DIR` writes that very folder locally instead. The token
+  and the connection are checked before anything is converted or sent, and local folders are written atomically.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import copy
 import math
 import os
 import re
-import shutil
 import string
 import tempfile
 from dataclasses import dataclass, field
@@ -28,12 +27,14 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_folder, check_folder_free
 from .configuration_ramit import PRESETS, TASK_UPSCALE, RamitConfig, preset_name
+from .convert import FILE_TASKS
 
 HUB_NAMESPACE = "ramit-hf"
 
 # task -> the code the original release uses in its file names (RAMiT-1_X2.pth, RAMiT_CDN.pth, RAMiT-slimLLE_LLE.pth)
-_FILE_CODES = {"sr-x2": "X2", "sr-x3": "X3", "sr-x4": "X4", "color-dn": "CDN", "gray-dn": "GDN", "lle": "LLE", "derain": "DR"}
+_FILE_CODES = {task: code for code, task in FILE_TASKS.items()}
 
 # original checkpoint name (file name without .pth) -> preset, for every setting the authors released
 RELEASED_CHECKPOINTS: dict[str, str] = {
@@ -94,7 +95,9 @@ def validate_repo_id(repo_id: str) -> str:
     """`repo_id` if it has the form `namespace/name` with valid parts; a ValueError naming the problem otherwise."""
     parts = repo_id.split("/")
     if len(parts) != 2:
-        raise ValueError(f"{repo_id!r} is not a Hub repository id: expected 'namespace/name', e.g. 'ramit-hf/ramit1-sr-x2'")
+        raise ValueError(
+            f"{repo_id!r} is not a Hub repository id: expected 'namespace/name', e.g. 'ramit-hf/ramit1-sr-x2'"
+        )
     return repo_id_for(parts[1], parts[0])
 
 
@@ -123,8 +126,8 @@ class Complexity:
 
     `flops` counts what `torch.utils.flop_counter.FlopCounterMode` counts: matrix multiplications, convolutions and
     attention, a multiply-add as 2 FLOPs (so `macs = flops / 2`); element-wise operations (norms, activations,
-    softmax) are not counted; attention is counted as the matmuls of the faithful path. Sizes are (height, width): the input, the size the model pads it to (a multiple of
-    32; the padded size is what is computed), and the output.
+    softmax) are not counted; attention is counted as the matmuls of the faithful path. Sizes are (height, width):
+    the input, the size the model pads it to (a multiple of 32; the padded size is what is computed), and the output.
     """
 
     parameters: int
@@ -368,7 +371,8 @@ def _intro(config, title, input_noun, output_noun, info: CardInfo) -> str:
             "[`ramit_hf`](#usage); the converted model reproduces the original implementation's outputs."
         )
     else:
-        text += "\n\nThese weights were trained with `ramit_hf`" + (f": {info.trained_from}" if info.trained_from else ".")
+        source = f": {info.trained_from}" if info.trained_from else "."
+        text += "\n\nThese weights were trained with `ramit_hf`" + source
     return text
 
 
@@ -455,7 +459,9 @@ def _results_section(results, task) -> str:
         if task in _NO_TEST_SET:
             how = ("With a paired test set (`LQ/` and `HQ/` folders with matching names), `ramit evaluate --model "
                    "<this repo> --dataset <folder>` measures it under the original protocol.")
-            return f"Not measured: {_NO_TEST_SET[task]}, so this card has no results (and no `model-index` entries). {how}"
+            return (
+                f"Not measured: {_NO_TEST_SET[task]}, so this card has no results (and no `model-index` entries). {how}"
+            )
         return ("Not measured yet, so this card has no results (and no `model-index` entries): `ramit evaluate "
                 "--model <this repo> --dataset <folder>` measures it under the original protocol.")
     metric = results[0].protocol["metric_channel"]
@@ -499,7 +505,8 @@ def card_for_preset(preset: str, results_dir=None, namespace: str | None = None)
     config = RamitConfig.from_preset(preset)
     checkpoint = original_checkpoint_name(preset)
     results = load_results(results_dir, {checkpoint, preset})
-    return render_model_card(config, results, CardInfo(repo_id=repo_id_for(preset, namespace), checkpoint_name=checkpoint))
+    info = CardInfo(repo_id=repo_id_for(preset, namespace), checkpoint_name=checkpoint)
+    return render_model_card(config, results, info)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -551,39 +558,18 @@ def write_model_folder(model, folder: str | os.PathLike, card: str, overwrite: b
     Files: `config.json` (with `auto_map` and `custom_pipelines`), `model.safetensors`, `preprocessor_config.json`,
     the code they name (`configuration_ramit.py`, `modeling_ramit.py`, `image_processing_ramit.py`,
     `pipeline_image_restoration.py` and the files it imports) and `README.md` (`card`). The folder is assembled
-    beside its destination and renamed into place; an existing non-empty folder is replaced only with `overwrite`.
+    beside its destination and renamed into place (`ramit_hf.atomic.atomic_folder`); an existing non-empty folder
+    is replaced only with `overwrite`.
     """
     from .convert import processor_for
     from .pipeline_image_restoration import ImageRestorationPipeline
 
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not overwrite:
-        raise FileExistsError(f"{folder} already exists and is not empty; replace it with overwrite=True (--overwrite)")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder, overwrite=overwrite) as staging:
         pipe = ImageRestorationPipeline(model=model, image_processor=processor_for(model.config))
         # the pipeline writes the model (with auto_map), its processor, and its own code plus custom_pipelines
         pipe.save_pretrained(staging)
         (staging / "README.md").write_text(card, encoding="utf-8")
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; the folder is meant to be shared
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            folder.rename(old)
-            staging.rename(folder)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            staging.rename(folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return folder
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return Path(folder)
 
 
 def check_hub_access(token: str | None = None) -> str:
@@ -632,7 +618,9 @@ def released_checkpoints(folder: str | os.PathLike) -> list[Path]:
         raise FileNotFoundError(f"checkpoint folder not found: {folder}")
     found = [folder / f"{name}.pth" for name in RELEASED_CHECKPOINTS if (folder / f"{name}.pth").is_file()]
     if not found:
-        raise FileNotFoundError(f"{folder} holds none of the released checkpoints ({', '.join(RELEASED_CHECKPOINTS)}.pth)")
+        raise FileNotFoundError(
+            f"{folder} holds none of the released checkpoints ({', '.join(RELEASED_CHECKPOINTS)}.pth)"
+        )
     return found
 
 
@@ -670,9 +658,7 @@ def push_to_hub(
     elif namespace is not None:
         repo_id_for("x", namespace)  # validates the namespace before any work
     if dry_run is not None:
-        target = Path(dry_run)
-        if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
-            raise FileExistsError(f"{target} already exists and is not empty; replace it with --overwrite")
+        check_folder_free(dry_run, overwrite)
     else:
         check_hub_access(token)
 

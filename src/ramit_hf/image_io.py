@@ -9,14 +9,18 @@ Pillow decodes 16-bit RGB(A) and gray+alpha PNGs to 8 bits, so 16-bit PNGs are d
 no compiled code, ~80 kB; imageio reads PNGs through Pillow and has the same limit, OpenCV would add ~60 MB). pypng
 unfilters in Python: about 1 s per megapixel for the slowest PNG filter, small next to restoring the image.
 
-This file ships with the pipeline to Hub folders, so it imports nothing from the rest of the package.
+Also here, for every part of the package that reads image files (benchmarks, training data, `ramit restore`): finding
+them (`list_images`, `is_image_file`, `find_subfolder`) and the pixel-format conversions on decoded arrays
+(`to_gray_or_rgb`, `rgb_to_gray` exactly as OpenCV, `to_channels`).
+
+This file ships with the pipeline to Hub folders, so it imports nothing from the rest of the package but `atomic`
+(which imports only the standard library).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import secrets
 import struct
 import urllib.error
 import urllib.request
@@ -26,7 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-# Extensions `ramit restore` picks up in folders and globs.
+from .atomic import write_file_atomic
+
+# Extensions of image files: what `ramit restore`, test sets and training data pick up in folders (and globs).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".tga")
 # Formats that store pixels exactly; restored images keep these extensions, others (JPEG, WebP) are written as PNG.
 LOSSLESS_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".tga")
@@ -99,6 +105,11 @@ def load_image(source, timeout: float = 10.0) -> DecodedImage:
         raise ImageReadError(f"{describe(source)}: expected a path, an http(s) URL or a PIL image")
     name = str(source)
     data = _download(name, timeout) if is_url(name) else _read_file(name)
+    return decode_image_bytes(data, name)
+
+
+def decode_image_bytes(data: bytes, name: str) -> DecodedImage:
+    """The bytes of an image file -> `DecodedImage`, decoded as `load_image` decodes files; `name` is for errors."""
     if not data:
         raise ImageReadError(f"{name}: empty file (0 bytes), not an image")
     if data.startswith(_PNG_SIGNATURE) and len(data) > 24 and data[12:16] == b"IHDR" and data[24] == 16:
@@ -217,10 +228,10 @@ def _png_exif_orientation(data: bytes) -> int:
 def save_image(image, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a PIL image or an (H, W[, C]) uint8/uint16 array to `path` atomically, in the format of its extension.
 
-    The image goes to a temporary file beside `path` that is then renamed, so an interrupted write never leaves a
-    partial image. An existing `path` raises `FileExistsError` unless `overwrite` (checked atomically: the temporary
-    file is hard-linked into place where the file system allows). 16-bit data needs a `.png` path (written with pypng;
-    gray, gray + alpha, RGB and RGBA). Parent folders are created.
+    The image goes to a temporary file beside `path` that is then renamed (`ramit_hf.atomic.write_file_atomic`), so
+    an interrupted write never leaves a partial image. An existing `path` raises `FileExistsError` unless `overwrite`
+    (checked before encoding and again, atomically, when the file is put in place). 16-bit data needs a `.png` path
+    (written with pypng; gray, gray + alpha, RGB and RGBA). Parent folders are created.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -241,37 +252,14 @@ def save_image(image, path: str | os.PathLike, overwrite: bool = False) -> Path:
             image = _array_to_pil(image, path)
         if format == "JPEG" and image.mode not in ("L", "RGB"):
             raise ValueError(f"{path}: JPEG cannot store mode {image.mode}; use .png")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists (pass overwrite=True / --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            if sixteen:
-                _write_png16(image, file)
-            else:
-                image.save(file, format=format)
-            file.flush()
-            os.fsync(file.fileno())
-        _move_into_place(temporary, path, overwrite)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
 
+    def write(file) -> None:
+        if sixteen:
+            _write_png16(image, file)
+        else:
+            image.save(file, format=format)
 
-def _move_into_place(temporary: Path, path: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(temporary, path)
-        return
-    try:
-        os.link(temporary, path)  # fails if path exists, with no window between the check and the write
-    except FileExistsError:
-        raise FileExistsError(f"{path} already exists (pass overwrite=True / --overwrite to replace it)") from None
-    except OSError:
-        # no hard links here (e.g. some network or FAT file systems): check, then rename
-        if path.exists():
-            raise FileExistsError(f"{path} already exists (pass overwrite=True / --overwrite to replace it)") from None
-        os.replace(temporary, path)
+    return write_file_atomic(path, write, overwrite=overwrite)
 
 
 def _array_to_pil(array: np.ndarray, path: Path) -> Image.Image:
@@ -299,13 +287,90 @@ def _write_png16(array: np.ndarray, file) -> None:
     writer.write_array(file, np.ascontiguousarray(array).reshape(-1))
 
 
+# ----------------------------------------------------------------------------------------------
+# finding image files
+
+
+def is_image_file(path: Path) -> bool:
+    """A regular file with one of `IMAGE_EXTENSIONS` (any case)."""
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files (`is_image_file`) directly inside `folder`, sorted by name; possibly none."""
+    return sorted(path for path in Path(folder).iterdir() if is_image_file(path))
+
+
+def match_name(names, candidates) -> str | None:
+    """The first of `candidates` that is among `names`, compared case-insensitively, spelled as in `names`.
+
+    Finds the conventional folders (`HR/`, `LQ/`, ...) and columns (`hr`, `lq`, ...) of image datasets.
+    """
+    by_lower = {}
+    for name in names:
+        by_lower.setdefault(name.lower(), name)
+    return next((by_lower[c.lower()] for c in candidates if c.lower() in by_lower), None)
+
+
+def find_subfolder(folder: str | os.PathLike, candidates) -> Path | None:
+    """The sub-folder of `folder` named like the first of `candidates` that exists (case-insensitively), or None."""
+    subfolders = {path.name: path for path in Path(folder).iterdir() if path.is_dir()}
+    name = match_name(subfolders, candidates)
+    return subfolders[name] if name is not None else None
+
+
+# ----------------------------------------------------------------------------------------------
+# pixel formats of decoded arrays
+
+
+def to_gray_or_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Decoded pixels (see the module docstring) -> (H, W, 1) gray or (H, W, 3) RGB; alpha is dropped (not
+    blended), the dtype kept."""
+    if pixels.ndim == 2:
+        return pixels[:, :, None]
+    return pixels[:, :, :1] if pixels.shape[2] <= 2 else pixels[:, :, :3]
+
+
+def rgb_to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 or uint16 RGB `(H, W, 3)` -> gray `(H, W, 1)` of the same dtype, exactly as OpenCV's
+    `cvtColor(image, COLOR_RGB2GRAY)`.
+
+    OpenCV computes BT.601 luma in 15-bit fixed point for both depths: `(9798 R + 19235 G + 3735 B + 2**14) >> 15`.
+    This equals `cv2.cvtColor` of OpenCV 4.10 and 5.0 on all 2**24 8-bit colours (and 4.7 on 8-bit) and on 4 million
+    random 16-bit ones; 14-bit weights (4899, 9617, 1868) would be off by one on 0.26% of the 8-bit colours. Gray
+    (R = G = B) pixels are unchanged.
+    """
+    if image.dtype not in (np.uint8, np.uint16) or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"rgb_to_gray expects a uint8 or uint16 (H, W, 3) image, got {image.dtype} {image.shape}")
+    x = image.astype(np.int64)
+    gray = (x[..., 0] * 9798 + x[..., 1] * 19235 + x[..., 2] * 3735 + (1 << 14)) >> 15
+    return gray.astype(image.dtype)[:, :, None]
+
+
+def to_channels(image: np.ndarray, num_channels: int) -> np.ndarray:
+    """(H, W, 1 or 3) -> (H, W, `num_channels`): gray is repeated to RGB, RGB becomes gray by `rgb_to_gray`."""
+    if image.shape[2] == num_channels:
+        return image
+    if num_channels == 3:
+        return np.repeat(image, 3, axis=2)
+    return rgb_to_gray(image)
+
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LOSSLESS_EXTENSIONS",
     "DecodedImage",
     "ImageReadError",
+    "decode_image_bytes",
     "describe",
+    "find_subfolder",
+    "is_image_file",
     "is_url",
+    "list_images",
     "load_image",
+    "match_name",
+    "rgb_to_gray",
     "save_image",
+    "to_channels",
+    "to_gray_or_rgb",
 ]

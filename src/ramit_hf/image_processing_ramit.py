@@ -205,7 +205,9 @@ class RamitImageProcessor(BaseImageProcessor):
         do_pad = self.do_pad if do_pad is None else do_pad
         size_divisor = self.size_divisor if size_divisor is None else size_divisor
         if return_tensors not in (None, "pt"):
-            raise ValueError(f"RamitImageProcessor returns torch tensors only (return_tensors='pt'), got {return_tensors!r}")
+            raise ValueError(
+                f"RamitImageProcessor returns torch tensors only (return_tensors='pt'), got {return_tensors!r}"
+            )
 
         tensors, sizes = [], []
         for index, image in enumerate(_as_image_list(images)):

@@ -324,7 +324,9 @@ class RamitDRAMiTBlock(GradientCheckpointingLayer, _LayoutAware):
         self.head_dim = head_dim
         self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=config.qkv_bias)
         self.spatial_attention = (
-            RamitSpatialSelfAttention(config, head_dim, self.num_spatial_heads, shift) if self.num_spatial_heads else None
+            RamitSpatialSelfAttention(config, head_dim, self.num_spatial_heads, shift)
+            if self.num_spatial_heads
+            else None
         )
         self.channel_attention = (
             RamitChannelSelfAttention(config, head_dim, num_channel_heads) if num_channel_heads else None

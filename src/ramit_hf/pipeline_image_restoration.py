@@ -2,8 +2,9 @@
 
 `pipeline("image-restoration", model=...)` builds it once `ramit_hf` is imported. `pipe.save_pretrained(folder)` writes
 this file (and the files it imports) into the folder and `custom_pipelines` into its config, so
-`pipeline("image-restoration", model=folder, trust_remote_code=True)` works where `ramit_hf` is not installed. Hence only single-dot
-relative imports of files that ship with it (transformers copies them recursively) and no `ramit_hf` imports.
+`pipeline("image-restoration", model=folder, trust_remote_code=True)` works where `ramit_hf` is not installed.
+Hence only single-dot relative imports of files that ship with it (transformers copies them recursively) and no
+`ramit_hf` imports.
 """
 
 from __future__ import annotations

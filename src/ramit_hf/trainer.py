@@ -36,6 +36,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .atomic import write_text_atomic
 from .configuration_ramit import PRESETS, RamitConfig
 from .convert import processor_for
 from .data import (
@@ -96,7 +97,8 @@ class QualityMetrics:
         self.count = 0
 
     def __call__(self, eval_prediction, compute_result: bool = False) -> dict[str, float] | None:
-        rows = torch.as_tensor(eval_prediction.predictions).detach().to("cpu", torch.float64).reshape(-1, len(self.names))
+        predictions = torch.as_tensor(eval_prediction.predictions).detach()
+        rows = predictions.to("cpu", torch.float64).reshape(-1, len(self.names))
         self.sums += rows.sum(dim=0)
         self.count += rows.shape[0]
         if not compute_result:
@@ -441,7 +443,9 @@ def resolve_resume(output_dir: Path, resume: bool | str | os.PathLike | None) ->
         return checkpoints[-1]
     path = Path(resume)
     if not (path / TRAINER_STATE_FILE).is_file():
-        raise TrainingSetupError(f"cannot resume from {path}: it is not a complete checkpoint (no {TRAINER_STATE_FILE})")
+        raise TrainingSetupError(
+            f"cannot resume from {path}: it is not a complete checkpoint (no {TRAINER_STATE_FILE})"
+        )
     return path
 
 
@@ -522,7 +526,8 @@ class TrainingRun:
                 f"schedule: {s.num_steps} of {s.total_steps} steps; {phases}",
                 f"learning rate: peak {lr(s.step_at_epoch(r.warm_start_epochs + r.warmup_epochs)):.3g}"
                 + (f", head only for {s.step_at_epoch(r.warm_start_epochs)} steps" if r.warm_start_epochs else ""),
-                f"output: {self.output_dir}" + (f" (resuming from {self.resume_from.name})" if self.resume_from else ""),
+                f"output: {self.output_dir}"
+                + (f" (resuming from {self.resume_from.name})" if self.resume_from else ""),
             ]
         )
 
@@ -663,7 +668,7 @@ def prepare_training(
             logger.warning(f"removing {stale}: a run was interrupted while writing it")
             shutil.rmtree(stale)
         output_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(output_dir / RUN_FILE, run_info)
+        write_text_atomic(output_dir / RUN_FILE, json.dumps(run_info, indent=2, default=str), overwrite=True)
     args.distributed_state.wait_for_everyone()
 
     all_callbacks = [CadenceCallback(cadence, evaluate=has_eval)] + list(callbacks or [])
@@ -699,12 +704,6 @@ def train(recipe: Recipe | str, train_data, val_data=None, output_dir=None, **kw
     run = prepare_training(recipe, train_data, val_data, output_dir, **kwargs)
     run.train()
     return run
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------------

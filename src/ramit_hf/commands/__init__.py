@@ -1,1 +1,102 @@
-"""Sub-commands of the `ramit` command line."""
+"""Sub-commands of the `ramit` command line, and what they share: error reporting and common arguments.
+
+Each sub-command module has `add_parser(subparsers)` (which sets `run` with `parser.set_defaults(run=run)`) and
+`run(args) -> int`, the exit status. A bad input ends a command with :func:`fail`: one line
+`ramit <command>: error: <message>` on stderr and exit status 2 (argparse's status for bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..configuration_ramit import TASKS
+
+# the precisions `inference.load_model(dtype=...)` takes (kept here as names so that parsing imports no torch)
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
+
+
+def fail(command: str, error) -> int:
+    """Report `error` (an exception or a message) as `ramit <command>: error: ...` on stderr; returns 2."""
+    print(f"ramit {command}: error: {error}", file=sys.stderr)
+    return 2
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return number
+
+
+def tile_size(value: str) -> int | str:
+    """'auto', 0 (never tile) or a positive tile side, as `tiling.resolve_tile_size` takes them."""
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got {value!r}") from None
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"the tile size must be 'auto', 0 or positive, got {size}")
+    return size
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--model` (required) and `--task`: the model to load with `inference.load_model(args.model, task=args.task)`."""
+    parser.add_argument("--model", required=True, help="model folder, Hub id, or original .pth checkpoint")
+    parser.add_argument(
+        "--task", choices=TASKS, help="the model's task (needed only for a .pth whose name does not tell)"
+    )
+
+
+def add_tiling_arguments(parser: argparse.ArgumentParser, auto: bool) -> None:
+    """`--tile SIZE` and `--tile-overlap PIXELS` (input pixels), as `restore_tensor` / the pipeline take them.
+
+    `auto=True`: `--tile` defaults to 'auto' (only large images are tiled) and 0 never tiles. `auto=False`: images
+    are restored whole unless `--tile` is given (benchmarks: tiling changes the numbers a little).
+    """
+    if auto:
+        parser.add_argument(
+            "--tile", type=tile_size, default="auto", metavar="SIZE",
+            help="tile side in input pixels; 'auto' (default) restores images above 512x512 pixels in equal tiles of "
+            "at most 512 pixels, 0 never tiles",
+        )
+    else:
+        parser.add_argument(
+            "--tile", type=positive_int, metavar="SIZE", help="restore in tiles of SIZE pixels (changes the numbers)"
+        )
+    parser.add_argument("--tile-overlap", type=non_negative_int, metavar="PIXELS", help="overlap of tiles (default 32)")
+
+
+def add_device_arguments(parser: argparse.ArgumentParser, device: str | None, dtype: str | None) -> None:
+    """`--device` and `--dtype`, as `inference.load_model` takes them, with these defaults.
+
+    `device`: 'auto' (a GPU if there is one; the command resolves it) or None (the model stays on the CPU).
+    `dtype`: None keeps the precision the model is loaded in (float32 for original checkpoints).
+    """
+    where = "a GPU if any" if device == "auto" else "cpu"
+    parser.add_argument("--device", default=device, help=f"torch device, e.g. cpu, cuda, cuda:1 (default: {where})")
+    parser.add_argument(
+        "--dtype", choices=DTYPE_CHOICES, default=dtype,
+        help="model precision (default float32; float16 is meant for GPUs: on CPU it is much slower)",
+    )
+
+
+__all__ = [
+    "DTYPE_CHOICES",
+    "add_device_arguments",
+    "add_model_arguments",
+    "add_tiling_arguments",
+    "fail",
+    "non_negative_int",
+    "positive_int",
+    "tile_size",
+]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..configuration_ramit import TASKS, VARIANTS
+from . import fail
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
         model = convert_original_checkpoint(args.checkpoint, variant=args.variant, task=args.task)
         folder = save_model_folder(model, args.output_dir, overwrite=args.overwrite)
     except (CheckpointError, FileNotFoundError, FileExistsError) as error:
-        print(f"ramit convert: error: {error}", file=sys.stderr)
-        return 2
+        return fail("convert", error)
     config = model.config
     params = sum(p.numel() for p in model.parameters())
     print(f"{config.variant} {config.task} ({params:,} parameters) -> {folder}")

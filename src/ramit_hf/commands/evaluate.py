@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..configuration_ramit import TASKS
+from . import add_device_arguments, add_model_arguments, add_tiling_arguments, fail
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -17,13 +17,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "denoising on RGB/gray with seeded Gaussian noise, low-light on RGB and deraining on Y from LQ/HQ pairs. "
         "Prints per-image and mean PSNR/SSIM as a Markdown table (or JSON with --json).",
     )
-    parser.add_argument("--model", required=True, help="model folder, Hub id, or original .pth checkpoint")
+    add_model_arguments(parser)
     parser.add_argument(
         "--dataset", required=True,
         help="test-set folder (HR/ [+ LR*/X<s>/] or HQ/ + LQ/, or a folder of images), a `datasets` "
         "save_to_disk folder, or a Hub dataset id",
     )
-    parser.add_argument("--task", choices=TASKS, help="the model's task (needed only for a .pth whose name does not tell)")
     parser.add_argument("--sigma", type=float, help="denoising: noise level on the 0-255 scale (the paper: 15, 25, 50)")
     parser.add_argument("--noise-seed", type=int, default=0, help="denoising: seed of each image's noise (default 0)")
     parser.add_argument("--lr-dir", help="folder of the degraded inputs (default: found beside HR/ or HQ/)")
@@ -34,10 +33,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--lr-column", help="`datasets` column of the degraded input")
     parser.add_argument("--name-column", help="`datasets` column of the image names")
     parser.add_argument("--dataset-name", help="name of the set in reports (default: folder or dataset name)")
-    parser.add_argument("--tile", type=int, metavar="SIZE", help="restore in tiles of SIZE pixels (changes the numbers)")
-    parser.add_argument("--tile-overlap", type=int, metavar="PIXELS", help="overlap of the tiles")
-    parser.add_argument("--device", help="torch device, e.g. cuda (default: cpu)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="model precision (default float32)")
+    add_tiling_arguments(parser, auto=False)
+    add_device_arguments(parser, device=None, dtype=None)
     parser.add_argument("--save-images", metavar="DIR", help="write the restored images as <name>.png to DIR")
     parser.add_argument("--output", metavar="FILE", help="write the results as JSON to FILE")
     parser.add_argument("--json", action="store_true", help="print the JSON results instead of the Markdown table")
@@ -53,24 +50,22 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import Protocol, TestSetError, evaluate_model, load_test_set
     from ..inference import ModelLoadError, load_model
 
-    def fail(message) -> int:
-        print(f"ramit evaluate: error: {message}", file=sys.stderr)
-        return 2
-
     if args.output and not args.overwrite:
         from pathlib import Path
 
         if Path(args.output).exists():
-            return fail(f"{args.output} exists; pass --overwrite to replace it")
+            return fail("evaluate", f"{args.output} exists; pass --overwrite to replace it")
     try:
         model = load_model(args.model, device=args.device, dtype=args.dtype, task=args.task)
     except (ModelLoadError, FileNotFoundError, ValueError, OSError, RuntimeError) as error:
-        return fail(error)
+        return fail("evaluate", error)
     task = model.config.task
     if args.task is not None and args.task != task:
-        return fail(f"{args.model} is a {task} model, not {args.task}")
+        return fail("evaluate", f"{args.model} is a {task} model, not {args.task}")
     if task in ("color-dn", "gray-dn") and args.sigma is None:
-        return fail(f"{args.model} is a {task} model: pass --sigma (the noise level; the paper uses 15, 25 and 50)")
+        return fail(
+            "evaluate", f"{args.model} is a {task} model: pass --sigma (the noise level; the paper uses 15, 25 and 50)"
+        )
     try:
         protocol = Protocol(task, sigma=args.sigma, noise_seed=args.noise_seed)
         test_set = load_test_set(
@@ -95,15 +90,15 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except (TestSetError, ValueError, FileExistsError) as error:
-        return fail(error)
+        return fail("evaluate", error)
     except torch.OutOfMemoryError:
-        return fail("out of memory; try --tile 256 (or a smaller tile)")
+        return fail("evaluate", "out of memory; try --tile 256 (or a smaller tile)")
 
     if args.output:
         try:
             result.save_json(args.output, overwrite=args.overwrite)
         except (FileExistsError, OSError) as error:
-            return fail(error)
+            return fail("evaluate", error)
     if args.json:
         sys.stdout.write(result.to_json())
     else:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..configuration_ramit import TASKS
+from . import fail
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -58,34 +59,32 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..inference import ModelLoadError
 
-    def fail(message) -> int:
-        print(f"ramit push: error: {message}", file=sys.stderr)
-        return 2
-
     sources = [Path(source) for source in args.sources]
     if args.released:
         try:
             sources += released_checkpoints(args.released)
         except FileNotFoundError as error:
-            return fail(error)
+            return fail("push", error)
     if not sources:
-        return fail("nothing to push: give checkpoints or model folders, or --released DIR")
+        return fail("push", "nothing to push: give checkpoints or model folders, or --released DIR")
     if args.repo_id and len(sources) > 1:
-        return fail(f"--repo-id names one repository but {len(sources)} models were given; use --namespace")
+        return fail(
+            "push", f"--repo-id names one repository but {len(sources)} models were given; use --namespace"
+        )
     try:
         if args.repo_id:
             validate_repo_id(args.repo_id)
         elif args.namespace:
             repo_id_for("x", args.namespace)
     except ValueError as error:
-        return fail(error)
+        return fail("push", error)
     if not Path(args.results).is_dir():
         print(f"ramit push: warning: no results folder {args.results}: the cards will have no results", file=sys.stderr)
     if args.dry_run is None:
         try:
             user = check_hub_access(args.token)  # before any model is converted
         except HubError as error:
-            return fail(error)
+            return fail("push", error)
         print(f"logged in to the Hugging Face Hub as {user}")
 
     for source in sources:
@@ -107,9 +106,9 @@ def run(args: argparse.Namespace) -> int:
                 commit_message=args.commit_message,
             )
         except (HubError, CheckpointError, ModelLoadError, ValueError, FileNotFoundError, FileExistsError) as error:
-            return fail(f"{source}: {error}")
+            return fail("push", f"{source}: {error}")
         except OSError as error:  # e.g. an upload that failed on the way
-            return fail(f"{source}: {type(error).__name__}: {error}")
+            return fail("push", f"{source}: {type(error).__name__}: {error}")
         cards = f"card with {result.num_results} result{'s' if result.num_results != 1 else ''}"
         if result.folder is not None:
             print(f"{source} -> {result.folder} (dry run for {result.repo_id}; {cards})")

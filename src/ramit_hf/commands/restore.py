@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..configuration_ramit import TASKS
+from . import add_device_arguments, add_model_arguments, add_tiling_arguments, fail, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -34,22 +34,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "-o", "--output", required=True,
         help="output folder (created); with a single input file, a file name with an image extension also works",
     )
-    parser.add_argument("--model", required=True, help="model folder, Hub id, or original .pth checkpoint")
-    parser.add_argument(
-        "--task", choices=TASKS, help="the model's task (needed only for a .pth whose name does not tell)"
-    )
-    parser.add_argument(
-        "--tile", type=_tile_arg, default="auto", metavar="SIZE",
-        help="tile side in input pixels; 'auto' (default) restores images above 512x512 pixels in equal tiles of "
-        "at most 512 pixels, 0 never tiles",
-    )
-    parser.add_argument("--tile-overlap", type=_non_negative, metavar="PIXELS", help="overlap of tiles (default 32)")
-    parser.add_argument("--device", default="auto", help="torch device, e.g. cpu, cuda, cuda:1 (default: a GPU if any)")
-    parser.add_argument(
-        "--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
-        help="model precision (default float32; float16 is meant for GPUs: on CPU it is much slower)",
-    )
-    parser.add_argument("--batch-size", type=_positive, default=1, help="images of the same size restored together")
+    add_model_arguments(parser)
+    add_tiling_arguments(parser, auto=True)
+    add_device_arguments(parser, device="auto", dtype="float32")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="images of the same size restored together")
     parser.add_argument(
         "--bit-depth", choices=("auto", "8", "16"), default="auto",
         help="bits per channel of the outputs: auto (default) keeps 16-bit PNGs 16-bit; 16 writes every output as "
@@ -60,32 +48,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no per-image lines and no progress bar")
     parser.set_defaults(run=run)
     return parser
-
-
-def _tile_arg(value: str):
-    if value == "auto":
-        return value
-    try:
-        size = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got {value!r}") from None
-    if size < 0:
-        raise argparse.ArgumentTypeError(f"the tile size must be 'auto', 0 or positive, got {size}")
-    return size
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return number
-
-
-def _non_negative(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return number
 
 
 @dataclass
@@ -111,7 +73,7 @@ def collect_inputs(
     Folders are searched recursively for `IMAGE_EXTENSIONS` (hidden files and anything under `exclude`, the output
     folder, left out); a file named directly is taken whatever its extension (and fails later if it is no image).
     """
-    from ..image_io import IMAGE_EXTENSIONS, is_url
+    from ..image_io import IMAGE_EXTENSIONS, is_image_file, is_url
 
     items, failures, seen = [], [], set()
 
@@ -121,7 +83,7 @@ def collect_inputs(
             items.append((source, relative))
 
     def wanted(path: Path, base: Path) -> bool:
-        if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+        if not is_image_file(path):
             return False
         if any(part.startswith(".") for part in path.relative_to(base).parts):
             return False
@@ -205,12 +167,8 @@ def plan_outputs(items, output: Path, bit_depth: str, overwrite: bool, skip_exis
 
 
 def run(args: argparse.Namespace) -> int:
-    def fail(message) -> int:
-        print(f"ramit restore: error: {message}", file=sys.stderr)
-        return 2
-
     if args.overwrite and args.skip_existing:
-        return fail("--overwrite and --skip-existing contradict each other")
+        return fail("restore", "--overwrite and --skip-existing contradict each other")
     from ..image_io import IMAGE_EXTENSIONS
 
     output = Path(args.output).expanduser()
@@ -223,13 +181,15 @@ def run(args: argparse.Namespace) -> int:
         and not output.is_dir()
     )
     if output.is_file() and not single_file:
-        return fail(f"{output} is a file; -o must be a folder (or, for a single input file, an image file name)")
+        return fail(
+            "restore", f"{output} is a file; -o must be a folder (or, for a single input file, an image file name)"
+        )
     if single_file and args.bit_depth == "16" and output.suffix.lower() != ".png":
-        return fail(f"--bit-depth 16 needs a .png output, not {output}")
+        return fail("restore", f"--bit-depth 16 needs a .png output, not {output}")
     try:
         plan = plan_outputs(items, output, args.bit_depth, args.overwrite, args.skip_existing, single_file)
     except ValueError as error:
-        return fail(error)
+        return fail("restore", error)
 
     rank, world, local_rank = _distributed_setup()
     jobs = plan.jobs[rank::world]
@@ -259,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         restored, failures, elapsed, fatal = _gather(restored, failures, elapsed, fatal)
     _distributed_teardown(world)
     if fatal is not None:
-        return fail(fatal) if rank == 0 else 2
+        return fail("restore", fatal) if rank == 0 else 2
     if rank == 0:
         _summary(restored, skipped, failures, elapsed, output, single_file)
     return 1 if failures else 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import fail
+
 EPILOG = """\
 examples:
   ramit train --recipe sr-x2 --train-data DIV2K/ --val-data Set5/ --output-dir runs/sr-x2
@@ -111,11 +113,9 @@ def run(args: argparse.Namespace) -> int:
             report_to=args.report_to,
         )
     except (RecipeError, DataError, ModelLoadError, CheckpointError, FileNotFoundError) as error:
-        print(f"ramit train: error: {error}", file=sys.stderr)
-        return 2
-    except TrainingSetupError as error:
-        print(f"ramit train: error: {error}", file=sys.stderr)
-        return 2
+        return fail("train", error)
+    except TrainingSetupError as error:  # imported in the `try` (the trainer loads only when training)
+        return fail("train", error)
     main_process = run.trainer.is_world_process_zero()
     if main_process:
         print(run.summary(), flush=True)

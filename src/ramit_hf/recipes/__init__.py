@@ -48,7 +48,9 @@ class Recipe:
     description: str = _field("", "str", "one line for the model card")
     # model
     preset: str | None = _field(None, "opt_str", "architecture of a RamitConfig preset (default: ramit-<task>)")
-    variant: str | None = _field(None, "opt_str", "architecture by variant name: RAMiT, RAMiT-1, RAMiT-slimSR, RAMiT-slimLLE")
+    variant: str | None = _field(
+        None, "opt_str", "architecture by variant name: RAMiT, RAMiT-1, RAMiT-slimSR, RAMiT-slimLLE"
+    )
     model: dict = _field(None, "dict", "RamitConfig field overrides, e.g. {drop_path_rate: 0.1}", default_factory=dict)
     init_from: str | None = _field(None, "opt_str", "start from this model: a folder, a Hub id or an original .pth")
     warm_start_epochs: int = _field(0, "int", "first epochs that train only the reconstruction head (x3/x4: 50)")
@@ -58,7 +60,9 @@ class Recipe:
     milestones: list = _field(None, "float_list", "epochs (after the warm start) at which the learning rate halves",
                               default_factory=list)
     lr_per_64: float = _field(4e-4, "float", "learning rate for a total batch of 64 patches, scaled linearly")
-    learning_rate: float | None = _field(None, "opt_float", "peak learning rate of the first phase, instead of lr_per_64")
+    learning_rate: float | None = _field(
+        None, "opt_float", "peak learning rate of the first phase, instead of lr_per_64"
+    )
     patch_sizes: list = _field(None, "int_list", "low-quality patch side per phase", default_factory=lambda: [64])
     batch_sizes: list = _field(None, "int_list", "patches per device per phase", default_factory=lambda: [32])
     phase_epochs: list = _field(None, "int_list", "epoch at which each phase starts (the first is 0)",
@@ -139,7 +143,9 @@ class Recipe:
         elif self.phase_epochs[0] != 0 or any(b <= a for a, b in zip(self.phase_epochs, self.phase_epochs[1:])):
             problems.append(f"phase_epochs must start at 0 and increase, got {self.phase_epochs}")
         if any(p < 8 for p in self.patch_sizes) or any(b < 1 for b in self.batch_sizes):
-            problems.append(f"patch sizes must be >= 8 and batch sizes >= 1, got {self.patch_sizes} / {self.batch_sizes}")
+            problems.append(
+                f"patch sizes must be >= 8 and batch sizes >= 1, got {self.patch_sizes} / {self.batch_sizes}"
+            )
         for name in ("epochs", "gradient_accumulation_steps", "eval_every_epochs", "logging_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -255,7 +261,8 @@ def read_recipe_file(path: str | os.PathLike) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as error:  # yaml and json raise many error types
-        raise RecipeError(f"{path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {error}") from None
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise RecipeError(f"{path} is not valid {kind}: {error}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -314,7 +321,9 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] 
     return data
 
 
-def load_recipe(name_or_path: str | os.PathLike = "sr-x2", overrides: dict[str, Any] | list[str] | None = None) -> Recipe:
+def load_recipe(
+    name_or_path: str | os.PathLike = "sr-x2", overrides: dict[str, Any] | list[str] | None = None
+) -> Recipe:
     """A built-in recipe (`"sr-x2"`, ..., `"derain"`) or a recipe file, with overrides applied.
 
     Raises `RecipeError` naming the recipe and the field for unknown fields and invalid values.
