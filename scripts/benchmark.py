@@ -108,7 +108,7 @@ def peak_memory(args, path: str, size: int) -> float:
     if args.no_memory:
         return float("nan")
     command = [sys.executable, __file__, "--memory-worker", path, str(size), "--preset", args.preset, "--device",
-               args.device]
+               args.device] + (["--tune-allocator"] if args.tune_allocator else [])
     result = subprocess.run(command, capture_output=True, text=True, timeout=args.memory_timeout)
     if result.returncode != 0:
         return float("nan")
@@ -222,6 +222,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-case memory subprocesses")
+    parser.add_argument("--tune-allocator", action="store_true",
+                        help="keep freed memory in the process, as the ramit command does (inference.tune_cpu_allocator)")
     parser.add_argument("--memory-timeout", type=int, default=600)
     parser.add_argument("--train", action="store_true", help="benchmark training steps instead of inference")
     parser.add_argument("--steps", type=int, default=200)
@@ -232,12 +234,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.tune_allocator:
+        from ramit_hf.inference import tune_cpu_allocator
+
+        tune_cpu_allocator()
     if args.memory_worker:
         memory_worker(args.memory_worker[0], int(args.memory_worker[1]), args.preset, args.device)
         return
     if "fused-cudagraph" in args.paths and not args.device.startswith("cuda"):
         parser.error("fused-cudagraph needs --device cuda")
-    print(f"torch {torch.__version__}, preset {args.preset}, {device_name(args.device)}")
+    allocator = ", allocator tuned" if args.tune_allocator else ""
+    print(f"torch {torch.__version__}, preset {args.preset}, {device_name(args.device)}{allocator}")
     if args.train:
         rows = time_training(args)
         print_training(rows, args)

@@ -22,6 +22,8 @@ export PATH="$venv/bin:$PATH"
 if [ "${1:-}" = "tests" ]; then
   shift
   cd "$root"
+  # several test processes share the cores: idle OpenMP threads must sleep, not spin
+  export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
   exec python -m pytest -q "$@"
 fi
 exec "$@"
