@@ -94,7 +94,7 @@ def set5_psnr(model, pairs) -> float:
     device = next(model.parameters()).device
     scores = []
     for lr, hr in pairs:
-        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255).to(device)
+        x = torch.from_numpy(np.array(lr)).permute(2, 0, 1)[None].float().div(255).to(device)
         out = restore_tensor(model, x)[0].permute(1, 2, 0).cpu().numpy()
         scores.append(psnr(to_uint8(out), hr, crop_border=2, test_y_channel=True))
     return float(np.mean(scores))

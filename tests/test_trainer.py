@@ -62,7 +62,7 @@ class GradientRecorder(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         if self.gradients is None:
             self.gradients = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-            self.checkpointing = model.is_gradient_checkpointing
+            self.checkpointing = model.is_activation_checkpointing
 
 
 def test_tiny_training_run_improves_validation(tmp_path, val_folder):
