@@ -246,7 +246,7 @@ def quality(tiles: list[int], overlap: int | None) -> None:
     from PIL import Image
 
     from ramit_hf.inference import load_model, restore_tensor
-    from ramit_hf.metrics import psnr, to_uint8
+    from ramit_hf.protocol.metrics import psnr, to_uint8
 
     base_tiles = tiles
     for scale in (2, 4):

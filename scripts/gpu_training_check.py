@@ -3,7 +3,7 @@
 
 Trains RAMiT x2 (the `sr-x2` recipe's model, patches of 64 px, 32 per step as the paper has per GPU) from scratch
 for `--steps` steps in fp32 and in bf16, then briefly with gradient checkpointing and with torch.compile, through
-the real pipeline (`ramit_hf.trainer.prepare_training`: data from folders, `RamitTrainer`). For each run it prints
+the real pipeline (`ramit_hf.training.prepare_training`: data from folders, `RamitTrainer`). For each run it prints
 steps/s (after the first 10 steps) and peak GPU memory; for the fp32 and bf16 runs also PSNR-Y on Set5 x2 (the
 paper's protocol, evaluated in fp32) next to MATLAB bicubic upscaling. Training images: Set14 + McMaster HR from
 ../shared/testsets (LR made on the fly with MATLAB-compatible bicubic); validation: Set5 with its MATLAB LR files.
@@ -34,11 +34,11 @@ from transformers import TrainerCallback
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from ramit_hf.imresize import imresize, modcrop
+from ramit_hf.protocol.resize import imresize, modcrop
 from ramit_hf.inference import restore_tensor
-from ramit_hf.metrics import psnr, to_uint8
-from ramit_hf.recipes import load_recipe
-from ramit_hf.trainer import prepare_training
+from ramit_hf.protocol.metrics import psnr, to_uint8
+from ramit_hf.training.recipes import load_recipe
+from ramit_hf.training.run import prepare_training
 
 TINY_MODEL = {"model": {"embed_dim": 16, "depths": [1, 1, 1, 2], "fusion_expand_groups": 1}}
 

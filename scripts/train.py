@@ -7,7 +7,7 @@ or `accelerate launch scripts/train.py ...`.
 
 import sys
 
-from ramit_hf.commands.train import main
+from ramit_hf.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

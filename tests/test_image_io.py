@@ -179,7 +179,8 @@ def test_save_checks_format_and_pixels(bird, tmp_path):
 
 
 def test_rgb_to_gray_is_opencvs_for_8_and_16_bit():
-    from ramit_hf import data, evaluation
+    from ramit_hf.protocol import samples
+    from ramit_hf.training import sources
 
     # cv2.cvtColor(..., COLOR_RGB2GRAY) of OpenCV 4.10 and 5.0; on these colours 14-bit weights are off by one
     rgb8 = np.array([[[0, 0, 250], [0, 1, 201], [0, 2, 152], [255, 255, 255]]], np.uint8)
@@ -189,5 +190,6 @@ def test_rgb_to_gray_is_opencvs_for_8_and_16_bit():
     gray16 = image_io.rgb_to_gray(rgb16)
     assert gray16.dtype == np.uint16 and gray16[0, :, 0].tolist() == [19596, 38469, 7470, 31249, 21400]
     # training data and benchmarks convert with this one function
-    assert data.rgb_to_gray is evaluation.rgb_to_gray_opencv is image_io.rgb_to_gray
-    assert np.array_equal(data.to_channels(rgb8, 1), image_io.rgb_to_gray(rgb8))
+    assert sources.to_channels is samples.to_channels is image_io.to_channels
+    assert samples.rgb_to_gray_opencv is image_io.rgb_to_gray
+    assert np.array_equal(sources.to_channels(rgb8, 1), image_io.rgb_to_gray(rgb8))

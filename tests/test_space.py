@@ -15,7 +15,7 @@ from PIL import Image
 
 from ramit_hf.hub import PUBLISHED_PRESETS, repo_id_for
 from ramit_hf.inference import load_model, restore_tensor
-from ramit_hf.metrics import psnr, to_uint8
+from ramit_hf.protocol.metrics import psnr, to_uint8
 
 from conftest import shared_path
 from space_server import SPACE_DIR, load_space_app, space_server

@@ -6,11 +6,14 @@ Importing the package registers RAMiT with transformers' Auto classes (`AutoConf
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageToImage
 
+from . import _compat
 from .configuration_ramit import PRESETS, TASKS, VARIANTS, RamitConfig
 from .convert import CheckpointError, convert_original_checkpoint
 from .image_processing_ramit import RamitImageProcessor
+from .inference import ModelLoadError, load_model, restore_tensor
 from .modeling_ramit import RamitForImageRestoration, RamitModel, RamitPreTrainedModel
 from .pipeline_image_restoration import ImageRestorationPipeline
+from .protocol.resize import imresize
 
 __version__ = "0.1.0"
 
@@ -39,8 +42,11 @@ def _register() -> None:
 
 _register()
 
+# moved module paths of earlier releases keep working (ramit_hf.evaluation, ramit_hf.metrics, ...)
+_compat.install()
+
 # the training modules (the Trainer, `datasets`) load on first use, not at `import ramit_hf`
-_LAZY = {"RamitTrainer": "trainer", "prepare_training": "trainer", "load_recipe": "recipes"}
+_LAZY = {"RamitTrainer": "training", "prepare_training": "training", "load_recipe": "training"}
 
 
 def __getattr__(name: str):
@@ -48,6 +54,10 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in ("evaluation", "metrics", "trainer", "recipes"):  # old submodules, see _compat
+        import sys
+
+        return sys.modules[f"{__name__}.{name}"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -57,10 +67,18 @@ __all__ = [
     "VARIANTS",
     "CheckpointError",
     "ImageRestorationPipeline",
+    "ModelLoadError",
     "RamitConfig",
     "RamitForImageRestoration",
     "RamitImageProcessor",
     "RamitModel",
     "RamitPreTrainedModel",
+    "RamitTrainer",
+    "__version__",
     "convert_original_checkpoint",
+    "imresize",
+    "load_model",
+    "load_recipe",
+    "prepare_training",
+    "restore_tensor",
 ]

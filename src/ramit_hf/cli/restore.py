@@ -1,0 +1,357 @@
+"""`ramit restore`: restore image files (super-resolution, denoising, ...) with a RAMiT model.
+
+Inputs are files, folders (searched recursively for images) and glob patterns; each output keeps its input's path
+relative to the folder or the pattern's fixed prefix (a file given by itself: its name), under the output folder.
+Lossless formats keep their extension, lossy ones (JPEG, WebP) are written as PNG; 16-bit PNGs stay 16-bit.
+Every output is written atomically and never over an existing file unless --overwrite. Failures are listed at the end
+(exit status 1) while the other images are still written.
+
+Under `torchrun --nproc_per_node N -m ramit_hf.cli restore ...` (or `accelerate launch`), each process restores every
+N-th input (on GPU `cuda:LOCAL_RANK` when there is one) and the first prints the summary of all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .common import add_device_arguments, add_model_arguments, add_tiling_arguments, fail, positive_int
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "restore",
+        help="restore image files (files, folders, globs) with a RAMiT model",
+        description="Restore images with a RAMiT model: super-resolution, denoising, low-light enhancement or "
+        "deraining, whatever the model was trained for. Large images are restored in overlapping tiles.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns or URLs")
+    parser.add_argument(
+        "-o", "--output", required=True,
+        help="output folder (created); with a single input file, a file name with an image extension also works",
+    )
+    add_model_arguments(parser)
+    add_tiling_arguments(parser, auto=True)
+    add_device_arguments(parser, device="auto", dtype="float32")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="images of the same size restored together")
+    parser.add_argument(
+        "--bit-depth", choices=("auto", "8", "16"), default="auto",
+        help="bits per channel of the outputs: auto (default) keeps 16-bit PNGs 16-bit; 16 writes every output as "
+        "16-bit PNG",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists (resume a run)")
+    parser.add_argument("--quiet", action="store_true", help="no per-image lines and no progress bar")
+    parser.set_defaults(run=run)
+    return parser
+
+
+@dataclass
+class Job:
+    """One input and where its output goes."""
+
+    source: str
+    output: Path
+
+
+@dataclass
+class Plan:
+    jobs: list[Job] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    skipped: int = 0
+
+
+def collect_inputs(
+    specs: list[str], exclude: Path | None = None
+) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
+    """Files, folders, globs and URLs -> ([(source, relative output name)], [(spec, problem)]), in a stable order.
+
+    Folders are searched recursively for `IMAGE_EXTENSIONS` (hidden files and anything under `exclude`, the output
+    folder, left out); a file named directly is taken whatever its extension (and fails later if it is no image).
+    """
+    from ..image_io import IMAGE_EXTENSIONS, is_image_file, is_url
+
+    items, failures, seen = [], [], set()
+
+    def add(source: str, relative: Path, key) -> None:
+        if key not in seen:
+            seen.add(key)
+            items.append((source, relative))
+
+    def wanted(path: Path, base: Path) -> bool:
+        if not is_image_file(path):
+            return False
+        if any(part.startswith(".") for part in path.relative_to(base).parts):
+            return False
+        return exclude is None or not path.resolve().is_relative_to(exclude)
+
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if is_url(spec):
+            name = Path(spec.split("?")[0].split("#")[0]).name or "image.png"
+            add(spec, Path(name), spec)
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if wanted(p, path))
+            if not files:
+                failures.append((spec, f"folder contains no images ({', '.join(IMAGE_EXTENSIONS)})"))
+            for file in files:
+                add(str(file), file.relative_to(path), file.resolve())
+        elif path.is_file():
+            add(spec, Path(path.name), path.resolve())
+        elif _has_magic(spec):
+            fixed = _leading_fixed_parts(path)
+            base = Path(*fixed) if fixed else Path(".")
+            matches = sorted(p for p in _glob(spec) if wanted(p, base))
+            if not matches:
+                failures.append((spec, "pattern matches no image files"))
+            for file in matches:
+                add(str(file), file.relative_to(base), file.resolve())
+        elif path.exists():
+            failures.append((spec, "not a regular file or folder"))
+        else:
+            failures.append((spec, "no such file or folder"))
+    return items, failures
+
+
+def _has_magic(text: str) -> bool:
+    return any(char in text for char in "*?[")
+
+
+def _leading_fixed_parts(path: Path) -> list[str]:
+    parts = []
+    for part in path.parts:
+        if _has_magic(part):
+            break
+        parts.append(part)
+    return parts
+
+
+def _glob(pattern: str) -> list[Path]:
+    import glob
+
+    return [Path(match) for match in glob.glob(os.path.expanduser(pattern), recursive=True)]
+
+
+def output_name(relative: Path, bit_depth: str) -> Path:
+    """Lossless formats keep their extension; lossy ones, and every output with --bit-depth 16, become .png."""
+    from ..image_io import LOSSLESS_EXTENSIONS
+
+    suffix = relative.suffix.lower()
+    if bit_depth == "16" or suffix not in LOSSLESS_EXTENSIONS:
+        return relative.with_suffix(".png") if suffix else relative.with_name(relative.name + ".png")
+    return relative
+
+
+def plan_outputs(items, output: Path, bit_depth: str, overwrite: bool, skip_existing: bool, single_file: bool) -> Plan:
+    """Map inputs to outputs; refuse two inputs writing one file, and existing outputs unless told otherwise."""
+    plan = Plan()
+    targets: dict[Path, str] = {}
+    for source, relative in items:
+        target = output if single_file else output / output_name(relative, bit_depth)
+        key = target.resolve()
+        if key in targets:
+            raise ValueError(f"{targets[key]} and {source} would both be written to {target}; restore them separately")
+        targets[key] = source
+        if target.exists() and not overwrite:
+            if skip_existing:
+                plan.skipped += 1
+            else:
+                plan.failures.append((source, f"output {target} exists (pass --overwrite to replace it)"))
+            continue
+        plan.jobs.append(Job(source, target))
+    return plan
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.overwrite and args.skip_existing:
+        return fail("restore", "--overwrite and --skip-existing contradict each other")
+    from ..image_io import IMAGE_EXTENSIONS
+
+    output = Path(args.output).expanduser()
+    items, failures = collect_inputs(args.inputs, exclude=output.resolve())
+    single_file = (
+        len(items) == 1
+        and len(args.inputs) == 1
+        and Path(args.inputs[0]).is_file()
+        and output.suffix.lower() in IMAGE_EXTENSIONS
+        and not output.is_dir()
+    )
+    if output.is_file() and not single_file:
+        return fail(
+            "restore", f"{output} is a file; -o must be a folder (or, for a single input file, an image file name)"
+        )
+    if single_file and args.bit_depth == "16" and output.suffix.lower() != ".png":
+        return fail("restore", f"--bit-depth 16 needs a .png output, not {output}")
+    try:
+        plan = plan_outputs(items, output, args.bit_depth, args.overwrite, args.skip_existing, single_file)
+    except ValueError as error:
+        return fail("restore", error)
+
+    rank, world, local_rank = _distributed_setup()
+    jobs = plan.jobs[rank::world]
+    failures = (failures + plan.failures)[rank::world]
+
+    restored, elapsed, fatal = 0, 0.0, None
+    if jobs:
+        try:
+            pipe = _build_pipeline(args, local_rank)
+        except (ValueError, OSError, RuntimeError) as error:
+            fatal = str(error)
+        else:
+            if not args.quiet and rank == 0:
+                config = pipe.model.config
+                params = sum(p.numel() for p in pipe.model.parameters())
+                where = f"{world} processes" if world > 1 else f"{pipe.device}"
+                name = f"{config.variant or 'RAMiT'} {config.task or ''}".strip()
+                print(f"model: {name} ({params:,} parameters), {args.dtype} on {where}")
+            start = time.perf_counter()
+            restored, new_failures = _restore(pipe, jobs, args, rank, world)
+            elapsed = time.perf_counter() - start
+            failures += new_failures
+
+    skipped = plan.skipped
+    if world > 1:
+        # every process takes part, also one that failed or had nothing to do, so none waits for ever
+        restored, failures, elapsed, fatal = _gather(restored, failures, elapsed, fatal)
+    _distributed_teardown(world)
+    if fatal is not None:
+        return fail("restore", fatal) if rank == 0 else 2
+    if rank == 0:
+        _summary(restored, skipped, failures, elapsed, output, single_file)
+    return 1 if failures else 0
+
+
+def _build_pipeline(args, local_rank: int):
+    import torch
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the weight-loading bar: noise for a one-line-per-image command
+
+    from ..convert import processor_for
+    from ..inference import load_model
+    from ..pipeline_image_restoration import ImageRestorationPipeline
+
+    device = args.device
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and local_rank:
+        device = f"cuda:{local_rank}"
+    model = load_model(args.model, device=device, dtype=args.dtype, task=args.task)
+    if args.task is not None and model.config.task not in (None, args.task):
+        raise ValueError(f"{args.model} is a {model.config.task} model, not {args.task}")
+    processor = processor_for(model.config)
+    return ImageRestorationPipeline(model=model, image_processor=processor, device=torch.device(device))
+
+
+def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, list[tuple[str, str]]]:
+    from tqdm.auto import tqdm
+
+    from ..image_io import save_image
+
+    prefix = f"[{rank}] " if world > 1 else ""
+    bit_depth = "auto" if args.bit_depth == "auto" else int(args.bit_depth)
+    failures, restored = [], 0
+    show_bar = not args.quiet and len(jobs) > 1
+    bar = tqdm(total=len(jobs), unit="image", disable=not show_bar, desc=f"{prefix}restoring".strip(), file=sys.stderr)
+    scale = pipe.model.config.upscale
+    results = pipe.iter_outputs(
+        [job.source for job in jobs],
+        batch_size=args.batch_size,
+        return_errors=True,
+        tile_size=args.tile,
+        tile_overlap=args.tile_overlap,
+        output_type="np",
+        bit_depth=bit_depth,
+    )
+    last = time.perf_counter()
+    for index, result in results:
+        job = jobs[index]
+        if isinstance(result, Exception):
+            failures.append((job.source, _message(result, job.source)))
+        else:
+            try:
+                save_image(_fit_bit_depth(result, job.output), job.output, overwrite=args.overwrite)
+            except (OSError, ValueError) as error:
+                failures.append((job.source, f"cannot write {job.output}: {error}"))
+            else:
+                restored += 1
+                now = time.perf_counter()
+                if not args.quiet:
+                    height, width = result.shape[:2]
+                    bar.write(
+                        f"{prefix}{job.source}: {width // scale}x{height // scale} -> {width}x{height} "
+                        f"in {now - last:.1f} s -> {job.output}",
+                        file=sys.stdout,
+                    )
+        last = time.perf_counter()
+        bar.update(1)
+    bar.close()
+    return restored, failures
+
+
+def _fit_bit_depth(array, output: Path):
+    """16-bit results go to PNG as they are; other formats get 8 bits (rounded, as the 8-bit path rounds)."""
+    import numpy as np
+
+    if array.dtype == np.uint16 and output.suffix.lower() != ".png":
+        return np.round(array / 257.0).astype(np.uint8)
+    return array
+
+
+def _message(error: Exception, source: str) -> str:
+    message = str(error)
+    if message.startswith("input "):
+        message = message.split(": ", 1)[-1]
+    return message.removeprefix(f"{source}: ")
+
+
+def _summary(restored, skipped, failures, elapsed, output: Path, single_file: bool) -> None:
+    where = output if single_file else f"{output}{os.sep}"
+    noun = "image" if restored == 1 else "images"
+    line = f"restored {restored} {noun} into {where} in {elapsed:.1f} s"
+    if skipped:
+        line += f" ({skipped} skipped: output exists)"
+    print(line)
+    if failures:
+        print(f"failed ({len(failures)}):", file=sys.stderr)
+        for source, message in failures:
+            print(f"  {source}: {message}", file=sys.stderr)
+
+
+def _distributed_setup() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun / accelerate's environment; joins a gloo group when world > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            # gloo: only small Python objects (the summary) travel between processes, on any hardware
+            dist.init_process_group(backend="gloo")
+    return rank, world, local_rank
+
+
+def _gather(restored, failures, elapsed, fatal):
+    import torch.distributed as dist
+
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (restored, failures, elapsed, fatal))
+    return (
+        sum(g[0] for g in gathered),
+        [failure for g in gathered for failure in g[1]],
+        max(g[2] for g in gathered),
+        next((g[3] for g in gathered if g[3] is not None), None),
+    )
+
+
+def _distributed_teardown(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
