@@ -1,6 +1,6 @@
 """Generates the model card of every published RAMiT checkpoint: `model_cards/<preset>/README.md`.
 
-Each card is rendered by `ramit_hf.hub.card_for_preset` from the template `src/ramit_hf/model_card_template.md`, the
+Each card is rendered by `ramit_hf.hub.card_for_preset` from the template `src/ramit_hf/hub/model_card_template.md`, the
 evaluation results in `results/*.json` (written by `ramit evaluate` / `scripts/make_results.py`; never typed by hand)
 and the parameters and FLOPs measured on the model. `ramit push` renders the same card into the uploaded folder.
 
@@ -46,10 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.output) / preset / "README.md"
         results = load_results(args.results, {original_checkpoint_name(preset), preset})
         complexity = measure_complexity(RamitConfig.from_preset(preset))
-        described = ", ".join(
-            r.dataset["name"] + (f" σ{r.protocol['sigma']}" if r.protocol.get("sigma") is not None else "")
-            for r in results
-        ) or "none"
+        described = (
+            ", ".join(
+                r.dataset["name"] + (f" σ{r.protocol['sigma']}" if r.protocol.get("sigma") is not None else "")
+                for r in results
+            )
+            or "none"
+        )
         height, width = complexity.input_size
         print(
             f"| {repo_id_for(preset, args.namespace)} | {described} | {complexity.parameters:,} | "

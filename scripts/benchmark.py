@@ -81,7 +81,9 @@ def time_inference(args) -> list[dict]:
             reference = outputs.get("faithful")
             error = (outputs[path] - reference).abs().max().item() if reference is not None else float("nan")
             relative = (
-                ((outputs[path] - reference).norm() / reference.norm()).item() if reference is not None else float("nan")
+                ((outputs[path] - reference).norm() / reference.norm()).item()
+                if reference is not None
+                else float("nan")
             )
             rows.append(
                 dict(
@@ -107,8 +109,17 @@ def peak_memory(args, path: str, size: int) -> float:
     forward raises the resident set above what it was before."""
     if args.no_memory:
         return float("nan")
-    command = [sys.executable, __file__, "--memory-worker", path, str(size), "--preset", args.preset, "--device",
-               args.device] + (["--tune-allocator"] if args.tune_allocator else [])
+    command = [
+        sys.executable,
+        __file__,
+        "--memory-worker",
+        path,
+        str(size),
+        "--preset",
+        args.preset,
+        "--device",
+        args.device,
+    ] + (["--tune-allocator"] if args.tune_allocator else [])
     result = subprocess.run(command, capture_output=True, text=True, timeout=args.memory_timeout)
     if result.returncode != 0:
         return float("nan")
@@ -148,8 +159,10 @@ def time_training(args) -> list[dict]:
     rows, losses = [], {}
     generator = torch.Generator().manual_seed(0)
     batches = [
-        (torch.rand(args.batch_size, 3, args.patch, args.patch, generator=generator),
-         torch.rand(args.batch_size, 3, 2 * args.patch, 2 * args.patch, generator=generator))
+        (
+            torch.rand(args.batch_size, 3, args.patch, args.patch, generator=generator),
+            torch.rand(args.batch_size, 3, 2 * args.patch, 2 * args.patch, generator=generator),
+        )
         for _ in range(min(args.steps, 8))
     ]
     for path in args.paths:
@@ -176,15 +189,22 @@ def time_training(args) -> list[dict]:
             curve.append(loss.item())
         losses[path] = curve
         peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else float("nan")
-        measured = step_times[min(5, len(step_times) - 1):]
-        rows.append(dict(path=path, median_ms=statistics.median(measured) * 1000, peak_mib=peak,
-                         first_loss=curve[0], last_loss=curve[-1]))
+        measured = step_times[min(5, len(step_times) - 1) :]
+        rows.append(
+            dict(
+                path=path,
+                median_ms=statistics.median(measured) * 1000,
+                peak_mib=peak,
+                first_loss=curve[0],
+                last_loss=curve[-1],
+            )
+        )
         del model, run, optimizer
     if "faithful" in losses:
         base = next(r for r in rows if r["path"] == "faithful")
         for row in rows:
             row["speedup"] = base["median_ms"] / row["median_ms"]
-            row["max_loss_gap"] = max(abs(a - b) for a, b in zip(losses[row["path"]], losses["faithful"]))
+            row["max_loss_gap"] = max(abs(a - b) for a, b in zip(losses[row["path"]], losses["faithful"], strict=True))
     return rows
 
 
@@ -198,18 +218,24 @@ def print_inference(rows: list[dict]) -> None:
     print("| path | size | device | median ms | speed-up | peak MiB | max abs err | rel. L2 err | first call s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['path']} | {r['size']}x{r['size']} | {r['device']} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | "
-              f"{r['peak_mib']:.0f} | {r['max_error']:.1e} | {r['rel_l2']:.1e} | {r['warmup_s']:.1f} |")
+        print(
+            f"| {r['path']} | {r['size']}x{r['size']} | {r['device']} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | "
+            f"{r['peak_mib']:.0f} | {r['max_error']:.1e} | {r['rel_l2']:.1e} | {r['warmup_s']:.1f} |"
+        )
 
 
 def print_training(rows: list[dict], args) -> None:
-    print(f"Training step, RAMiT x2, batch {args.batch_size}, {args.patch}x{args.patch} LR patches, Adam, "
-          f"{args.steps} steps, {device_name(args.device)}")
+    print(
+        f"Training step, RAMiT x2, batch {args.batch_size}, {args.patch}x{args.patch} LR patches, Adam, "
+        f"{args.steps} steps, {device_name(args.device)}"
+    )
     print("| path | median ms/step | speed-up | peak MiB | loss step 1 | loss last | max loss gap vs faithful |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['path']} | {r['median_ms']:.1f} | {r.get('speedup', float('nan')):.2f}x | {r['peak_mib']:.0f} | "
-              f"{r['first_loss']:.4f} | {r['last_loss']:.4f} | {r.get('max_loss_gap', float('nan')):.1e} |")
+        print(
+            f"| {r['path']} | {r['median_ms']:.1f} | {r.get('speedup', float('nan')):.2f}x | {r['peak_mib']:.0f} | "
+            f"{r['first_loss']:.4f} | {r['last_loss']:.4f} | {r.get('max_loss_gap', float('nan')):.1e} |"
+        )
 
 
 def main() -> None:
@@ -222,8 +248,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-case memory subprocesses")
-    parser.add_argument("--tune-allocator", action="store_true",
-                        help="keep freed memory in the process, as the ramit command does (inference.tune_cpu_allocator)")
+    parser.add_argument(
+        "--tune-allocator",
+        action="store_true",
+        help="keep freed memory in the process, as the ramit command does (inference.tune_cpu_allocator)",
+    )
     parser.add_argument("--memory-timeout", type=int, default=600)
     parser.add_argument("--train", action="store_true", help="benchmark training steps instead of inference")
     parser.add_argument("--steps", type=int, default=200)

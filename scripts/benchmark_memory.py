@@ -49,8 +49,11 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32", help="model precisions, comma-separated (float32 first)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per case before it is stopped")
     parser.add_argument("--modes", default="whole,tiled", help="which of whole,tiled to run")
-    parser.add_argument("--quality", action="store_true",
-                        help="instead: PSNR-Y against HR on Set14, whole versus tiled (RAMiT-1 x2 and x4)")
+    parser.add_argument(
+        "--quality",
+        action="store_true",
+        help="instead: PSNR-Y against HR on Set14, whole versus tiled (RAMiT-1 x2 and x4)",
+    )
     parser.add_argument("--quality-tiles", default="128,192", help="tile sizes for --quality (x2; halved for x4)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -66,8 +69,11 @@ def main() -> None:
     modes = args.modes.split(",")
     dtypes = args.dtypes.split(",")
     tiles = args.tile or "as 'auto' picks"
-    print(f"model {Path(args.model).name} on {args.device}, tiles {tiles} with {overlap} px overlap, "
-          f"{os.cpu_count()} CPUs, timeout {args.timeout:.0f} s per case", flush=True)
+    print(
+        f"model {Path(args.model).name} on {args.device}, tiles {tiles} with {overlap} px overlap, "
+        f"{os.cpu_count()} CPUs, timeout {args.timeout:.0f} s per case",
+        flush=True,
+    )
     rows, whole_per_pixel = [], None
     with tempfile.TemporaryDirectory() as scratch:
         for size in sizes:
@@ -80,15 +86,24 @@ def main() -> None:
                     if mode == "tiled" and count == 1:
                         results[mode, dtype] = {"note": "one tile: the same as whole"}
                         continue
-                    case = dict(model=args.model, image=args.image, size=size, mode=mode, tile=tile,
-                                overlap=overlap, device=args.device, dtype=dtype,
-                                output=f"{scratch}/{mode}_{dtype}_{size}.npy")
+                    case = dict(
+                        model=args.model,
+                        image=args.image,
+                        size=size,
+                        mode=mode,
+                        tile=tile,
+                        overlap=overlap,
+                        device=args.device,
+                        dtype=dtype,
+                        output=f"{scratch}/{mode}_{dtype}_{size}.npy",
+                    )
                     if mode == "whole" and whole_per_pixel is not None:
                         need = whole_per_pixel * size * size
                         available = _available_memory(args.device)
                         if need > 0.8 * available:
-                            results[mode, dtype] = {"note": f"skipped: needs ~{need / 2**30:.0f} GiB, "
-                                                            f"{available / 2**30:.0f} GiB available"}
+                            results[mode, dtype] = {
+                                "note": f"skipped: needs ~{need / 2**30:.0f} GiB, {available / 2**30:.0f} GiB available"
+                            }
                             print(f"  {size}x{size} {mode} {dtype}: {results[mode, dtype]['note']}", flush=True)
                             continue
                     result = run_case(case, args.timeout)
@@ -126,8 +141,14 @@ def run_case(case: dict, timeout: float) -> dict:
                 process.kill()
                 process.wait()
                 done, total = (int(progress[-1][0]), int(progress[-1][1])) if progress else (0, None)
-                return {"finished": False, "seconds": time.perf_counter() - started, "peak": peak,
-                        "baseline": baseline, "done": done, "total": total}
+                return {
+                    "finished": False,
+                    "seconds": time.perf_counter() - started,
+                    "peak": peak,
+                    "baseline": baseline,
+                    "done": done,
+                    "total": total,
+                }
         out.seek(0)
         lines = [json.loads(line) for line in out if line.startswith("{")]
         if process.returncode != 0 or not lines or "peak" not in lines[-1]:
@@ -252,8 +273,11 @@ def quality(tiles: list[int], overlap: int | None) -> None:
     for scale in (2, 4):
         # tile sizes are given for x2 inputs; x4 inputs are half as large, so are their tiles
         tiles = [t * 2 // scale for t in base_tiles]
-        header = f"| x{scale} image | LR size | whole PSNR-Y | " + " | ".join(
-            f"tiles {t}: PSNR-Y | tiles {t} vs whole (dB)" for t in tiles) + " |"
+        header = (
+            f"| x{scale} image | LR size | whole PSNR-Y | "
+            + " | ".join(f"tiles {t}: PSNR-Y | tiles {t} vs whole (dB)" for t in tiles)
+            + " |"
+        )
         print(header)
         print("|" + "---|" * (header.count("|") - 1))
         model = load_model(SHARED / "reference" / "checkpoints" / f"RAMiT-1_X{scale}.pth")
@@ -271,7 +295,7 @@ def quality(tiles: list[int], overlap: int | None) -> None:
             scores = [psnr(image, hr, crop_border=scale, test_y_channel=True) for image in images]
             totals += scores
             cells = [f"{scores[0]:.3f}"]
-            for score, output in zip(scores[1:], outputs[1:]):
+            for score, output in zip(scores[1:], outputs[1:], strict=True):
                 mse = ((output - outputs[0]) ** 2).mean().item()
                 cells += [f"{score:.3f}", "inf" if mse == 0 else f"{10 * np.log10(1 / mse):.1f}"]
             print(f"| {name} | {lr.shape[1]}x{lr.shape[0]} | " + " | ".join(cells) + " |", flush=True)

@@ -34,9 +34,9 @@ from transformers import TrainerCallback
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from ramit_hf.protocol.resize import imresize, modcrop
 from ramit_hf.inference import restore_tensor
 from ramit_hf.protocol.metrics import psnr, to_uint8
+from ramit_hf.protocol.resize import imresize, modcrop
 from ramit_hf.training.recipes import load_recipe
 from ramit_hf.training.run import prepare_training
 
@@ -108,8 +108,9 @@ def train_once(name, train_dir, work, steps, overrides, pairs, measure_quality=T
     # one checkpoint, at the end: the runs measure training, not saving
     recipe = load_recipe("sr-x2", {**overrides, "max_steps": steps, "eval_steps": steps})
     timer = StepTimer(skip=min(10, steps - 1))
-    run = prepare_training(recipe, train_dir, None, work / name.replace(" ", "_"), overwrite=True,
-                           callbacks=[timer], disable_tqdm=True)
+    run = prepare_training(
+        recipe, train_dir, None, work / name.replace(" ", "_"), overwrite=True, callbacks=[timer], disable_tqdm=True
+    )
     gc.collect()  # the previous run's trainer, optimizer and data loaders must not count in this run's peak
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -117,8 +118,13 @@ def train_once(name, train_dir, work, steps, overrides, pairs, measure_quality=T
     run.trainer.train()
     memory = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     quality = set5_psnr(run.trainer.model, pairs) if measure_quality else None
-    return {"run": name, "steps": steps, "steps_per_second": timer.steps_per_second, "memory_gib": memory,
-            "psnr": quality}
+    return {
+        "run": name,
+        "steps": steps,
+        "steps_per_second": timer.steps_per_second,
+        "memory_gib": memory,
+        "psnr": quality,
+    }
 
 
 def fmt(value, digits=2) -> str:
@@ -148,48 +154,99 @@ def main(argv: list[str] | None = None) -> int:
         train_dir = link_images([shared / "testsets/Set14/HR", shared / "testsets/McMaster/HR"], work / "train")
         pairs = set5_pairs(shared, ["butterfly"] if args.smoke else None)
         # 32 training images x 10 = 320 patches per epoch: 10 steps per epoch at 32 patches per step
-        common = {"dataset_repeat": 10, "warmup_epochs": 2, "milestones": [], "patch_sizes": [64],
-                  "batch_sizes": [32], "dataloader_num_workers": args.workers, "logging_steps": 50}
+        common = {
+            "dataset_repeat": 10,
+            "warmup_epochs": 2,
+            "milestones": [],
+            "patch_sizes": [64],
+            "batch_sizes": [32],
+            "dataloader_num_workers": args.workers,
+            "logging_steps": 50,
+        }
         steps, extra_steps = args.steps, args.extra_steps
         if args.smoke:
-            common.update(TINY_MODEL, patch_sizes=[24], batch_sizes=[4], dataset_repeat=1, warmup_epochs=0,
-                          dataloader_num_workers=min(args.workers, 2))
+            common.update(
+                TINY_MODEL,
+                patch_sizes=[24],
+                batch_sizes=[4],
+                dataset_repeat=1,
+                warmup_epochs=0,
+                dataloader_num_workers=min(args.workers, 2),
+            )
             steps = extra_steps = 4
         steps_per_epoch = len(list(train_dir.iterdir())) * common["dataset_repeat"] // common["batch_sizes"][0]
         common["epochs"] = max(-(-max(steps, extra_steps) // steps_per_epoch), 1)
 
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
         started = time.perf_counter()
-        rows = [{"run": "bicubic (MATLAB)", "steps": None, "steps_per_second": None, "memory_gib": None,
-                 "psnr": bicubic_psnr(pairs)}]
+        rows = [
+            {
+                "run": "bicubic (MATLAB)",
+                "steps": None,
+                "steps_per_second": None,
+                "memory_gib": None,
+                "psnr": bicubic_psnr(pairs),
+            }
+        ]
         rows.append(train_once("fp32", train_dir, work, steps, common, pairs))
         rows.append(train_once("bf16", train_dir, work, steps, {**common, "bf16": True}, pairs))
         if not args.no_extras and not args.smoke:
-            extras = (("bf16 + gradient checkpointing", {"gradient_checkpointing": True}),
-                      ("bf16 + torch.compile", {"torch_compile": True}))
+            extras = (
+                ("bf16 + gradient checkpointing", {"gradient_checkpointing": True}),
+                ("bf16 + torch.compile", {"torch_compile": True}),
+            )
             for name, extra in extras:
                 if time.perf_counter() - started > 360:
-                    rows.append({"run": f"{name} (skipped: time)", "steps": None, "steps_per_second": None,
-                                 "memory_gib": None, "psnr": None})
+                    rows.append(
+                        {
+                            "run": f"{name} (skipped: time)",
+                            "steps": None,
+                            "steps_per_second": None,
+                            "memory_gib": None,
+                            "psnr": None,
+                        }
+                    )
                     continue
                 try:
-                    rows.append(train_once(name, train_dir, work, extra_steps, {**common, "bf16": True, **extra},
-                                           pairs, measure_quality=False))
+                    rows.append(
+                        train_once(
+                            name,
+                            train_dir,
+                            work,
+                            extra_steps,
+                            {**common, "bf16": True, **extra},
+                            pairs,
+                            measure_quality=False,
+                        )
+                    )
                 except Exception as error:  # report and go on: one failing path should not hide the others
-                    rows.append({"run": f"{name} (failed: {type(error).__name__}: {error})"[:160], "steps": None,
-                                 "steps_per_second": None, "memory_gib": None, "psnr": None})
+                    rows.append(
+                        {
+                            "run": f"{name} (failed: {type(error).__name__}: {error})"[:160],
+                            "steps": None,
+                            "steps_per_second": None,
+                            "memory_gib": None,
+                            "psnr": None,
+                        }
+                    )
 
         print()
-        print(f"RAMiT x2 training check on {device}, torch {torch.__version__}"
-              + (" (SMOKE: tiny model, not a measurement)" if args.smoke else ""))
-        print(f"patches {common['patch_sizes'][0]} px x {common['batch_sizes'][0]} per step; Set5 x2 PSNR-Y "
-              f"({len(pairs)} images), 2 px border")
+        print(
+            f"RAMiT x2 training check on {device}, torch {torch.__version__}"
+            + (" (SMOKE: tiny model, not a measurement)" if args.smoke else "")
+        )
+        print(
+            f"patches {common['patch_sizes'][0]} px x {common['batch_sizes'][0]} per step; Set5 x2 PSNR-Y "
+            f"({len(pairs)} images), 2 px border"
+        )
         print()
         print("| run | steps | steps/s | peak GPU memory (GiB) | Set5 x2 PSNR-Y (dB) |")
         print("|---|---:|---:|---:|---:|")
         for row in rows:
-            print(f"| {row['run']} | {row['steps'] or '-'} | {fmt(row['steps_per_second'])} | "
-                  f"{fmt(row['memory_gib'])} | {fmt(row['psnr'])} |")
+            print(
+                f"| {row['run']} | {row['steps'] or '-'} | {fmt(row['steps_per_second'])} | "
+                f"{fmt(row['memory_gib'])} | {fmt(row['psnr'])} |"
+            )
         print(f"\ntotal {time.perf_counter() - started:.0f} s")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -54,7 +54,9 @@ def jobs() -> list[dict]:
     for dataset, lr_root in SR_SETS.items():
         for variant in SR_MODELS:
             for scale in (2, 3, 4):
-                runs.append(dict(checkpoint=f"{variant}_X{scale}", dataset=dataset, lr=f"{lr_root}/X{scale}", sigma=None))
+                runs.append(
+                    dict(checkpoint=f"{variant}_X{scale}", dataset=dataset, lr=f"{lr_root}/X{scale}", sigma=None)
+                )
     for sigma in DN_SIGMAS:
         runs.append(dict(checkpoint="RAMiT-1_CDN", dataset="McMaster", lr=None, sigma=sigma))
     for run in runs:
@@ -73,8 +75,8 @@ def display_path(path: Path) -> str:
 
 
 def run_one(job: dict, shared: Path, device: str | None, progress: bool):
-    from ramit_hf.protocol import Protocol, evaluate_model, load_test_set
     from ramit_hf.inference import load_model
+    from ramit_hf.protocol import Protocol, evaluate_model, load_test_set
 
     checkpoint = shared / "reference" / "checkpoints" / f"{job['checkpoint']}.pth"
     dataset = shared / "testsets" / job["dataset"]
@@ -192,8 +194,13 @@ def write_doc(results: dict, path: Path) -> tuple[str, float]:
     ]
     environments = sorted(
         {
-            (r.environment.get("device"), r.environment.get("torch"), r.environment.get("ramit_hf"),
-             r.environment.get("attention_backend"), r.environment.get("dtype"))
+            (
+                r.environment.get("device"),
+                r.environment.get("torch"),
+                r.environment.get("ramit_hf"),
+                r.environment.get("attention_backend"),
+                r.environment.get("dtype"),
+            )
             for r in results.values()
         },
         key=str,
@@ -225,8 +232,13 @@ def load_results(directory: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--force", action="store_true", help="evaluate again even where results/<file>.json exists")
-    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
-                        help="only runs whose file name contains TEXT (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="only runs whose file name contains TEXT (repeatable)",
+    )
     parser.add_argument("--doc-only", action="store_true", help="only rewrite docs/results.md from results/*.json")
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no per-image progress bars")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (once) and run ramit_hf on a fresh machine.
-#   scripts/run.sh tests            install everything and run the test suite
+#   scripts/run.sh tests            install everything, run the style check (ruff, mypy), then the tests
 #   scripts/run.sh COMMAND [ARGS]   install the library and run COMMAND inside its environment (e.g. ramit restore ...)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +22,10 @@ export PATH="$venv/bin:$PATH"
 if [ "${1:-}" = "tests" ]; then
   shift
   cd "$root"
+  # the style check first: lint, format and types (configured in pyproject.toml)
+  ruff check --quiet .
+  ruff format --check --quiet .
+  mypy --no-error-summary
   # several test processes share the cores: idle OpenMP threads must sleep, not spin
   export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
   exec python -m pytest -q "$@"

@@ -94,7 +94,11 @@ def space_server() -> SpaceServer:
     with open(log, "wb") as stream:
         process = subprocess.Popen(
             [sys.executable, "-c", _BOOT.format(space=str(SPACE_DIR), app=str(SPACE_DIR / "app.py"))],
-            cwd=SPACE_DIR, env=env, stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=SPACE_DIR,
+            env=env,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     atexit.register(_stop, process, scratch)
     url = f"http://127.0.0.1:{port}/"

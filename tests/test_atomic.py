@@ -44,13 +44,11 @@ def test_folders_are_replaced_only_when_complete(tmp_path):
     assert (folder / "weights").read_text() == "1"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~_umask()  # shared, not mkdtemp's private 0700
 
-    with pytest.raises(FileExistsError, match="already exists and is not empty"):
-        with atomic_folder(folder):
-            pytest.fail("the block must not run")
-    with pytest.raises(RuntimeError, match="interrupted"):
-        with atomic_folder(folder, overwrite=True) as staging:
-            (staging / "weights").write_text("2")
-            raise RuntimeError("interrupted")
+    with pytest.raises(FileExistsError, match="already exists and is not empty"), atomic_folder(folder):
+        pytest.fail("the block must not run")
+    with pytest.raises(RuntimeError, match="interrupted"), atomic_folder(folder, overwrite=True) as staging:
+        (staging / "weights").write_text("2")
+        raise RuntimeError("interrupted")
     assert (folder / "weights").read_text() == "1"  # a failed replacement keeps the old folder
     with atomic_folder(folder, overwrite=True) as staging:
         (staging / "weights").write_text("3")

@@ -1,19 +1,26 @@
 import pytest
 import torch
+from conftest import golden_index
 
 from ramit_hf import PRESETS, RamitConfig, RamitForImageRestoration
 from ramit_hf.configuration_ramit import preset_name
-
-from conftest import golden_index
 
 # Parameter counts of the original implementation. Twelve come with the golden cases; RAMiT x3, x4 and color
 # denoising were counted by instantiating the original code's RAMiT class with its published specs.
 ORIGINAL_COUNTS_NOT_IN_GOLDEN = {"ramit-sr-x3": 948_499, "ramit-sr-x4": 960_616, "ramit-color-dn": 934_651}
 GOLDEN_PRESET = {
-    "RAMiT-1_X2": "ramit1-sr-x2", "RAMiT-1_X3": "ramit1-sr-x3", "RAMiT-1_X4": "ramit1-sr-x4",
-    "RAMiT-1_CDN": "ramit1-color-dn", "RAMiT-slimSR_X2": "ramit-slimsr-x2", "RAMiT-slimSR_X3": "ramit-slimsr-x3",
-    "RAMiT-slimSR_X4": "ramit-slimsr-x4", "RAMiT-slimLLE_LLE": "ramit-slimlle", "RAMiT_X2_randinit": "ramit-sr-x2",
-    "RAMiT_GDN_randinit": "ramit-gray-dn", "RAMiT_DR_randinit": "ramit-derain", "RAMiT_LLE_randinit": "ramit-lle",
+    "RAMiT-1_X2": "ramit1-sr-x2",
+    "RAMiT-1_X3": "ramit1-sr-x3",
+    "RAMiT-1_X4": "ramit1-sr-x4",
+    "RAMiT-1_CDN": "ramit1-color-dn",
+    "RAMiT-slimSR_X2": "ramit-slimsr-x2",
+    "RAMiT-slimSR_X3": "ramit-slimsr-x3",
+    "RAMiT-slimSR_X4": "ramit-slimsr-x4",
+    "RAMiT-slimLLE_LLE": "ramit-slimlle",
+    "RAMiT_X2_randinit": "ramit-sr-x2",
+    "RAMiT_GDN_randinit": "ramit-gray-dn",
+    "RAMiT_DR_randinit": "ramit-derain",
+    "RAMiT_LLE_randinit": "ramit-lle",
 }
 
 

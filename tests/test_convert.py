@@ -2,12 +2,11 @@ import shutil
 
 import pytest
 import torch
+from conftest import checkpoint, golden_case
 
 from ramit_hf import CheckpointError, RamitForImageRestoration, convert_original_checkpoint
 from ramit_hf.cli import main as cli
 from ramit_hf.convert import infer_from_file_name, load_original_state_dict
-
-from conftest import checkpoint, golden_case
 
 
 @pytest.mark.parametrize(
@@ -65,7 +64,7 @@ def test_state_dict_wrapped_or_saved_from_ddp_converts():
     wrapped = {"state_dict": {f"module.{k}": v for k, v in state_dict.items()}}
     model = convert_original_checkpoint(wrapped, task="lle")
     reference = convert_original_checkpoint(checkpoint("RAMiT-slimLLE_LLE.pth"))
-    for (name, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+    for (name, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 

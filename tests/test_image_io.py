@@ -6,12 +6,11 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import shared_path
 from PIL import Image, ImageOps
 
 from ramit_hf import image_io
 from ramit_hf.image_io import ImageReadError, load_image, save_image
-
-from conftest import shared_path
 
 BIRD = ("testsets", "Set5", "LR_bicubic", "X2", "birdx2.png")
 
@@ -185,8 +184,9 @@ def test_rgb_to_gray_is_opencvs_for_8_and_16_bit():
     # cv2.cvtColor(..., COLOR_RGB2GRAY) of OpenCV 4.10 and 5.0; on these colours 14-bit weights are off by one
     rgb8 = np.array([[[0, 0, 250], [0, 1, 201], [0, 2, 152], [255, 255, 255]]], np.uint8)
     assert image_io.rgb_to_gray(rgb8)[0, :, 0].tolist() == [28, 23, 18, 255]
-    rgb16 = np.array([[[65535, 0, 0], [0, 65535, 0], [0, 0, 65535], [1000, 40000, 65535], [12345, 23456, 34567]]],
-                     np.uint16)
+    rgb16 = np.array(
+        [[[65535, 0, 0], [0, 65535, 0], [0, 0, 65535], [1000, 40000, 65535], [12345, 23456, 34567]]], np.uint16
+    )
     gray16 = image_io.rgb_to_gray(rgb16)
     assert gray16.dtype == np.uint16 and gray16[0, :, 0].tolist() == [19596, 38469, 7470, 31249, 21400]
     # training data and benchmarks convert with this one function

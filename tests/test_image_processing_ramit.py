@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from PIL import Image
 
 from ramit_hf import RamitImageProcessor
 from ramit_hf.image_processing_ramit import symmetric_pad
-
-from conftest import shared_path
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 31, 32, 45, 70])
@@ -49,8 +48,10 @@ def test_channels_follow_the_model():
     assert np.abs(gray_batch[0, 0, :288, :288].numpy() - expected).max() < 1e-6
     rgba = color.copy()
     rgba.putalpha(128)
-    assert torch.equal(RamitImageProcessor()(rgba, return_tensors="pt")["pixel_values"],
-                       RamitImageProcessor()(color, return_tensors="pt")["pixel_values"])
+    assert torch.equal(
+        RamitImageProcessor()(rgba, return_tensors="pt")["pixel_values"],
+        RamitImageProcessor()(color, return_tensors="pt")["pixel_values"],
+    )
 
 
 def test_sixteen_bit_data_keep_their_precision():

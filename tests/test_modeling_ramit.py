@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import golden_case, golden_index, golden_model, run_without_ramit_hf, shared_path, small_config
 from PIL import Image
 
 from ramit_hf import RamitConfig, RamitForImageRestoration, RamitImageProcessor, RamitModel
 from ramit_hf.convert import processor_for, save_model_folder
 from ramit_hf.modeling_ramit import relative_position_index
-
-from conftest import golden_case, golden_index, golden_model, run_without_ramit_hf, shared_path, small_config
 
 GOLDEN_CASES = sorted(golden_index())
 # The faithful path is pinned to the original at 1e-5; the fused path computes the same function in another order.
@@ -75,10 +74,10 @@ def test_trust_remote_code_in_a_fresh_process_without_ramit_hf(slim_model, tmp_p
         model = AutoModelForImageToImage.from_pretrained({str(folder)!r}, trust_remote_code=True)
         processor = AutoImageProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
         assert type(processor).__name__ == "RamitImageProcessor", type(processor)
-        x = torch.load({str(tmp_path / 'x.pt')!r})
+        x = torch.load({str(tmp_path / "x.pt")!r})
         with torch.no_grad():
             out = model(x).reconstruction
-        expected = torch.load({str(tmp_path / 'expected.pt')!r})
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
         assert torch.equal(out, expected), (out - expected).abs().max()
         print("remote code OK", type(model).__module__)
         """
@@ -137,7 +136,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model.activation_checkpointing_enable()
     model.train()
     model(x, labels=labels).loss.backward()
-    for before, after in zip(plain, (p.grad for p in model.parameters())):
+    for before, after in zip(plain, (p.grad for p in model.parameters()), strict=True):
         assert torch.allclose(before, after, atol=1e-6)
 
 
@@ -180,7 +179,7 @@ def test_fused_path_computes_the_faithful_function_and_gradients(overrides):
         results[backend] = (out, {n: p.grad.clone() for n, p in model.named_parameters()})
     (faithful, grads), (fused, fused_grads) = results["faithful"], results["fused"]
     assert (faithful.reconstruction - fused.reconstruction).abs().max() < 1e-4
-    assert all(a.shape == b.shape for a, b in zip(faithful.hidden_states, fused.hidden_states))
+    assert all(a.shape == b.shape for a, b in zip(faithful.hidden_states, fused.hidden_states, strict=True))
     for name, grad in grads.items():
         assert torch.allclose(grad, fused_grads[name], rtol=1e-3, atol=1e-5), name
 

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import checkpoint, run_without_ramit_hf, shared_path, small_config
 from PIL import Image
 from transformers import pipeline
 
@@ -13,8 +14,6 @@ from ramit_hf import ImageRestorationPipeline, RamitForImageRestoration
 from ramit_hf.convert import convert_original_checkpoint, processor_for, save_model_folder
 from ramit_hf.image_io import ImageReadError, save_image
 from ramit_hf.inference import restore_tensor
-
-from conftest import checkpoint, run_without_ramit_hf, shared_path, small_config
 
 BIRD = ("testsets", "Set5", "LR_bicubic", "X2", "birdx2.png")
 
@@ -246,8 +245,8 @@ def test_saved_pipeline_runs_in_a_fresh_process_without_ramit_hf(slim_pipe, crop
         import numpy as np
         from transformers import pipeline
         pipe = pipeline("image-restoration", model={str(folder)!r}, trust_remote_code=True)
-        out = np.asarray(pipe({str(tmp_path / 'crop.png')!r}))
-        assert np.array_equal(out, np.load({str(tmp_path / 'expected.npy')!r}))
+        out = np.asarray(pipe({str(tmp_path / "crop.png")!r}))
+        assert np.array_equal(out, np.load({str(tmp_path / "expected.npy")!r}))
         print("remote pipeline OK", type(pipe).__module__, pipe.task)
         """
     )

@@ -9,16 +9,15 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
+from space_server import SPACE_DIR, load_space_app, space_server
 
 from ramit_hf.hub import PUBLISHED_PRESETS, repo_id_for
 from ramit_hf.inference import load_model, restore_tensor
 from ramit_hf.protocol.metrics import psnr, to_uint8
-
-from conftest import shared_path
-from space_server import SPACE_DIR, load_space_app, space_server
 
 # task label -> (environment variable of its model, test image, crop box (left, top, right, bottom), noise level)
 CASES = {
@@ -102,8 +101,11 @@ def test_an_image_beyond_the_pixel_limit_is_refused_with_a_message(client, app, 
     limit = app.max_input_pixels(app.TASKS["Super-resolution x4"])
     side = int(limit**0.5) + 8  # just over the limit: refused before the model runs
     Image.new("RGB", (side, side), (90, 120, 150)).save(tmp_path / "big.png")
-    with pytest.raises(AppError, match=rf"{side} x {side} = {side * side:,} pixels; Super-resolution x4 takes at most "
-                                       rf"{limit:,} input pixels"):
+    with pytest.raises(
+        AppError,
+        match=rf"{side} x {side} = {side * side:,} pixels; Super-resolution x4 takes at most "
+        rf"{limit:,} input pixels",
+    ):
         client.predict("Super-resolution x4", handle_file(str(tmp_path / "big.png")), 0, api_name="/restore")
 
 
@@ -119,7 +121,9 @@ def test_the_api_has_one_public_endpoint(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert list(api["named_endpoints"]) == ["/restore"]
     assert [p["parameter_name"] for p in api["named_endpoints"]["/restore"]["parameters"]] == [
-        "task_label", "image", "noise_level"
+        "task_label",
+        "image",
+        "noise_level",
     ]
 
 

@@ -5,10 +5,9 @@ test-artifacts/ (git-ignored) for a person to look at."""
 from pathlib import Path
 
 import numpy as np
+from conftest import REPO_ROOT, shared_path
 from PIL import Image
 from playwright.sync_api import sync_playwright
-
-from conftest import REPO_ROOT, shared_path
 from space_server import space_server
 
 CHROMIUM = "/usr/bin/chromium"

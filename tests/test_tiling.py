@@ -1,6 +1,9 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from conftest import checkpoint, shared_path, small_config
 from PIL import Image
 
 from ramit_hf import RamitForImageRestoration
@@ -15,8 +18,6 @@ from ramit_hf.tiling import (
     restore_tiled,
     tile_starts,
 )
-
-from conftest import checkpoint, shared_path, small_config
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -57,7 +58,7 @@ def test_tile_starts_cover_the_axis_with_full_tiles_and_at_least_the_overlap():
             for start in starts:
                 covered[start : start + size] = True
             assert covered.all()
-            assert all(b - a <= size - overlap for a, b in zip(starts, starts[1:]))
+            assert all(b - a <= size - overlap for a, b in itertools.pairwise(starts))
 
 
 def test_neighbouring_ramps_sum_to_one():
@@ -70,7 +71,7 @@ def test_neighbouring_ramps_sum_to_one():
 
 def test_auto_tiles_only_large_images_in_few_equal_tiles():
     assert resolve_tile_size("auto", 512, 512) is None
-    assert 512 * 512 == AUTO_TILE_MAX_PIXELS and DEFAULT_TILE_SIZE == 512
+    assert AUTO_TILE_MAX_PIXELS == 512 * 512 and DEFAULT_TILE_SIZE == 512
     # the tile side (a multiple of 32, 128 to 512) whose tiles cover the image with the fewest pixels
     assert resolve_tile_size("auto", 513, 512) == 288
     assert resolve_tile_size("auto", 600, 600) == 320

@@ -3,10 +3,10 @@
 Pick a task (super-resolution x2 / x3 / x4, color denoising, low-light enhancement), upload an image or pick an
 example, and compare before and after in a slider; the result downloads as a PNG.
 
-Models are loaded with `transformers.pipeline("image-restoration", model=<id>, trust_remote_code=True)`: every RAMiT model repository
-ships the model, image-processor and pipeline code, so this Space depends on `transformers` only, not on `ramit_hf`
-(which is not on PyPI). Each task's model is a Hub id, overridable by an environment variable holding a Hub id or a
-local folder (e.g. one written by `ramit push --dry-run`):
+Models are loaded with `transformers.pipeline("image-restoration", model=<id>, trust_remote_code=True)`:
+every RAMiT model repository ships the model, image-processor and pipeline code, so this Space depends on
+`transformers` only, not on `ramit_hf` (which is not on PyPI). Each task's model is a Hub id, overridable by an
+environment variable holding a Hub id or a local folder (e.g. one written by `ramit push --dry-run`):
 
     RAMIT_MODEL_SR_X2, RAMIT_MODEL_SR_X3, RAMIT_MODEL_SR_X4, RAMIT_MODEL_COLOR_DN, RAMIT_MODEL_LLE
 
@@ -64,6 +64,8 @@ TASKS: dict[str, Task] = {
         Task("Low-light enhancement", "RAMIT_MODEL_LLE", "ramit-hf/ramit-slimlle"),
     )
 }
+# the ramit_hf release whose model repositories this Space is built for (the models carry its code)
+RAMIT_HF_VERSION = "0.2.0"
 DEFAULT_TASK = "Super-resolution x2"
 
 # Results up to Full HD: bigger ones take long on a CPU Space (tiling keeps their memory small); raise it on a GPU.
@@ -223,10 +225,10 @@ above 512 x 512 are restored in tiles.
 """
 
 FOOTER = """
-Models: {models}. The weights are the original authors' ([rami0205/RAMiT](https://github.com/rami0205/RAMiT)),
-converted to `transformers`. Example photographs ship with scikit-image: astronaut Eileen Collins (NASA, public
-domain), Chelsea the cat (Stefan van der Walt, CC0), coffee cup (Rachel Michetti, CC0), Falcon 9 launch (SpaceX,
-public domain); the low-quality versions are made by this app.
+Models: {models} (model code of ramit_hf {version}). The weights are the original authors'
+([rami0205/RAMiT](https://github.com/rami0205/RAMiT)), converted to `transformers`. Example photographs ship with
+scikit-image: astronaut Eileen Collins (NASA, public domain), Chelsea the cat (Stefan van der Walt, CC0), coffee cup
+(Rachel Michetti, CC0), Falcon 9 launch (SpaceX, public domain); the low-quality versions are made by this app.
 """
 
 
@@ -239,7 +241,11 @@ def build_demo() -> gr.Blocks:
                 task = gr.Radio(list(TASKS), value=DEFAULT_TASK, label="Task")
                 image = gr.Image(type="numpy", image_mode="RGB", sources=["upload", "clipboard"], label="Input image")
                 noise_level = gr.Slider(
-                    0, 50, value=DEFAULT_NOISE_LEVEL, step=1, visible=TASKS[DEFAULT_TASK].denoising,
+                    0,
+                    50,
+                    value=DEFAULT_NOISE_LEVEL,
+                    step=1,
+                    visible=TASKS[DEFAULT_TASK].denoising,
                     label="Synthetic noise level σ (0-255 scale; 0 = the image is already noisy)",
                 )
                 run = gr.Button("Restore", variant="primary")
@@ -247,11 +253,13 @@ def build_demo() -> gr.Blocks:
                 comparison = gr.ImageSlider(type="pil", format="png", label="Before / after", elem_id="comparison")
                 download = gr.File(label="Restored image (PNG)", elem_id="download")
         gr.Examples(
-            examples, inputs=[task, image, noise_level], label="Examples",
+            examples,
+            inputs=[task, image, noise_level],
+            label="Examples",
             example_labels=[f"{row[0]}: {Path(row[1]).stem}" for row in examples],
         )
         models = ", ".join(f"`{t.source}`" for t in TASKS.values())
-        gr.Markdown(FOOTER.format(models=models))
+        gr.Markdown(FOOTER.format(models=models, version=RAMIT_HF_VERSION))
         task.change(_noise_visibility, task, noise_level, api_visibility="private", queue=False)
         run.click(restore, [task, image, noise_level], [comparison, download], api_name="restore")
     return demo

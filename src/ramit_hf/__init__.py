@@ -4,6 +4,8 @@ Importing the package registers RAMiT with transformers' Auto classes (`AutoConf
 `AutoModelForImageToImage`, `AutoImageProcessor`).
 """
 
+__version__ = "0.2.0"  # the one place the version is written: pyproject.toml reads it
+
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageToImage
 
 from . import _compat
@@ -14,8 +16,6 @@ from .inference import ModelLoadError, load_model, restore_tensor
 from .modeling_ramit import RamitForImageRestoration, RamitModel, RamitPreTrainedModel
 from .pipeline_image_restoration import ImageRestorationPipeline
 from .protocol.resize import imresize
-
-__version__ = "0.1.0"
 
 
 def _register() -> None:

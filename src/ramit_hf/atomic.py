@@ -74,7 +74,11 @@ def _move_file_into_place(temporary: Path, path: Path, overwrite: bool) -> None:
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
     """Write `data` to `path` atomically; see :func:`write_file_atomic`."""
-    return write_file_atomic(path, lambda file: file.write(data), overwrite=overwrite)
+
+    def write(file: BinaryIO) -> None:
+        file.write(data)
+
+    return write_file_atomic(path, write, overwrite=overwrite)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, overwrite: bool = False, encoding: str = "utf-8") -> Path:

@@ -291,4 +291,4 @@ class RamitConfig(PreTrainedConfig):
         return cls(**fields)
 
 
-__all__ = ["RamitConfig", "PRESETS", "TASKS", "VARIANTS", "TASK_STATS", "preset_name"]
+__all__ = ["PRESETS", "TASKS", "TASK_STATS", "VARIANTS", "RamitConfig", "preset_name"]

@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 import os
 import re
-from types import MappingProxyType
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import torch
 
@@ -22,12 +23,18 @@ from .modeling_ramit import RamitForImageRestoration
 
 # File names of the original release: <variant>_<task code>.pth, e.g. RAMiT-1_X2.pth, RAMiT_GDN.pth.
 FILE_TASKS = {
-    "X2": "sr-x2", "X3": "sr-x3", "X4": "sr-x4", "CDN": "color-dn", "GDN": "gray-dn", "LLE": "lle", "DR": "derain"
+    "X2": "sr-x2",
+    "X3": "sr-x3",
+    "X4": "sr-x4",
+    "CDN": "color-dn",
+    "GDN": "gray-dn",
+    "LLE": "lle",
+    "DR": "derain",
 }
 _FILE_NAME = re.compile(r"(RAMiT(?:-1|-slimSR|-slimLLE)?)_(X2|X3|X4|CDN|GDN|LLE|DR)\b", re.IGNORECASE)
 
 # Original parameter names -> ours, applied in order to each key.
-_KEY_RULES = [
+_KEY_RULES: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r"^shallow\.conv\."), "ramit.shallow."),
     (re.compile(r"^stage(\d)\.blocks\.block(\d+)\."), lambda m: f"ramit.stages.{int(m[1]) - 1}.blocks.{m[2]}."),
     (re.compile(r"\.qkv_proj\.qkv\."), ".qkv."),
@@ -254,13 +261,13 @@ def save_model_folder(model, output_dir: str | os.PathLike, overwrite: bool = Fa
 
 __all__ = [
     "CheckpointError",
-    "processor_for",
-    "save_model_folder",
     "convert_original_checkpoint",
     "convert_state_dict",
     "detect_setting",
-    "infer_io",
-    "matching_variants",
     "infer_from_file_name",
+    "infer_io",
     "load_original_state_dict",
+    "matching_variants",
+    "processor_for",
+    "save_model_folder",
 ]

@@ -39,8 +39,15 @@ LOSSLESS_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # headers of common formats: a file that has one but that Pillow cannot identify is damaged, not a non-image
-_SIGNATURES = ((_PNG_SIGNATURE, "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
-               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WebP"))
+_SIGNATURES = (
+    (_PNG_SIGNATURE, "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"RIFF", "WebP"),
+)
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the numpy operation that shows the image upright (as PIL's ImageOps.exif_transpose does).
 _ORIENT = {
@@ -281,9 +288,7 @@ def _write_png16(array: np.ndarray, file) -> None:
     if planes not in _MODE_OF_CHANNELS:
         raise ValueError(f"cannot write 16-bit pixels of shape {array.shape} (expected H x W [x 2, 3 or 4])")
     height, width = array.shape[:2]
-    writer = png.Writer(
-        width, height, greyscale=planes <= 2, alpha=planes in (2, 4), bitdepth=16, compression=6
-    )
+    writer = png.Writer(width, height, greyscale=planes <= 2, alpha=planes in (2, 4), bitdepth=16, compression=6)
     writer.write_array(file, np.ascontiguousarray(array).reshape(-1))
 
 
@@ -306,7 +311,7 @@ def match_name(names, candidates) -> str | None:
 
     Finds the conventional folders (`HR/`, `LQ/`, ...) and columns (`hr`, `lq`, ...) of image datasets.
     """
-    by_lower = {}
+    by_lower: dict[str, str] = {}
     for name in names:
         by_lower.setdefault(name.lower(), name)
     return next((by_lower[c.lower()] for c in candidates if c.lower() in by_lower), None)

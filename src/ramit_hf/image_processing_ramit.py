@@ -252,7 +252,7 @@ class RamitImageProcessor(BaseImageProcessor):
         if bit_depth not in (8, 16):
             raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
         results = []
-        for output, (height, width) in zip(reconstruction, original_sizes):
+        for output, (height, width) in zip(reconstruction, original_sizes, strict=True):
             scale = self._output_scale(output.shape[-2:], (height, width))
             image = output[:, : height * scale, : width * scale].detach().float().clamp(0, 1)
             if output_type == "pt":
@@ -268,9 +268,7 @@ class RamitImageProcessor(BaseImageProcessor):
             scale = output_size[0] // base[0]
             if scale >= 1 and tuple(output_size) == (base[0] * scale, base[1] * scale):
                 return scale
-        raise ValueError(
-            f"an output of size {tuple(output_size)} does not fit an input of size {tuple(original_size)}"
-        )
+        raise ValueError(f"an output of size {tuple(output_size)} does not fit an input of size {tuple(original_size)}")
 
 
 def to_integer_image(image: torch.Tensor, bit_depth: int = 8, as_pil: bool = True):
@@ -295,4 +293,4 @@ def _as_image_list(images) -> list:
     return [images]
 
 
-__all__ = ["RamitImageProcessor", "symmetric_pad", "image_to_array", "convert_channels", "to_integer_image"]
+__all__ = ["RamitImageProcessor", "convert_channels", "image_to_array", "symmetric_pad", "to_integer_image"]

@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 
 from .configuration_ramit import RamitConfig
-from .image_processing_ramit import symmetric_pad
+from .forward import restore_whole
 from .modeling_ramit import RamitForImageRestoration
+from .tiling import restore_tiled
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -30,10 +31,7 @@ def load_model(
 
     `task` is only needed for an original checkpoint whose name and weights do not tell it.
     """
-    if isinstance(source, RamitForImageRestoration):
-        model = source
-    else:
-        model = _load_from(str(source), task)
+    model = source if isinstance(source, RamitForImageRestoration) else _load_from(str(source), task)
     if dtype is not None:
         model = model.to(resolve_dtype(dtype))
     if device is not None:
@@ -109,19 +107,13 @@ def restore_tensor(
 ) -> torch.Tensor:
     """(B, C, H, W) images in [0, 1] -> (B, C, H * s, W * s) restored, unclamped, on the input's device.
 
-    The paper's protocol: symmetric padding to the model's multiple, forward, crop. With `tile_size`, the image is
-    restored in overlapping tiles (each through this same protocol) and blended; see `ramit_hf.tiling`.
+    The paper's protocol (`ramit_hf.forward.restore_whole`): symmetric padding to the model's multiple, forward, crop.
+    With `tile_size`, the image is restored in overlapping tiles (each through this same protocol) and blended; see
+    `ramit_hf.tiling`.
     """
     if tile_size is not None:
-        from .tiling import restore_tiled
-
         return restore_tiled(model, pixel_values, tile_size, tile_overlap)
-    height, width = pixel_values.shape[-2:]
-    parameter = next(model.parameters())
-    padded = symmetric_pad(pixel_values.to(parameter.device, parameter.dtype), model.config.pad_multiple)
-    out = model(pixel_values=padded).reconstruction
-    scale = model.config.upscale
-    return out[..., : height * scale, : width * scale].to(pixel_values.device, torch.float32)
+    return restore_whole(model, pixel_values)
 
 
-__all__ = ["DTYPES", "ModelLoadError", "load_model", "tune_cpu_allocator", "resolve_dtype", "restore_tensor"]
+__all__ = ["DTYPES", "ModelLoadError", "load_model", "resolve_dtype", "restore_tensor", "tune_cpu_allocator"]

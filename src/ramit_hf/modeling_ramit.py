@@ -10,6 +10,9 @@ Two computations of the same function (`config.attention_backend`):
 - "fused": (batch, height, width, channels) tensors between the stem and the head, so that 1x1 convolutions are
   matrix products, LayerNorm needs no transposes and window partitions move contiguous rows; attention runs through
   `scaled_dot_product_attention` with the cosine logit scale and the relative position bias folded in.
+
+The whole network is this one file, longer than the package's other modules, because it ships to the Hub as it is
+(`trust_remote_code`), the way transformers keeps each model in one `modeling_*.py`.
 """
 
 from __future__ import annotations
@@ -419,9 +422,7 @@ class RamitBottleneck(_LayoutAware):
         dim = config.embed_dim
         self.num_inputs = len(config.depths) - 1
         cat_dim = sum(dim // 4**i for i in range(self.num_inputs))
-        self.mobivari = RamitMobiVari(
-            config, cat_dim, dim, config.fusion_expansion_factor, config.fusion_expand_groups
-        )
+        self.mobivari = RamitMobiVari(config, cat_dim, dim, config.fusion_expansion_factor, config.fusion_expand_groups)
         self.norm = RamitLayerNorm(dim, eps=config.layer_norm_eps)
 
     def forward(self, shallow: torch.Tensor, stage_outputs: list[torch.Tensor]) -> torch.Tensor:
@@ -446,7 +447,7 @@ class RamitHRAMi(_LayoutAware):
     def forward(self, attention_maps: list[torch.Tensor]) -> torch.Tensor:
         *encoder_maps, last = attention_maps
         maps = [self.pixel_shuffle(attn, 2**level) for level, attn in enumerate(encoder_maps)]
-        return self.mobivari(self.cat_channels(maps + [last]))
+        return self.mobivari(self.cat_channels([*maps, last]))
 
 
 class RamitReconstruction(_LayoutAware):
@@ -628,8 +629,8 @@ class RamitForImageRestoration(RamitPreTrainedModel):
 
         if not return_dict:
             output = (reconstruction,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
-            return ((loss,) + output) if loss is not None else output
+            return ((loss, *output)) if loss is not None else output
         return ImageSuperResolutionOutput(loss=loss, reconstruction=reconstruction, hidden_states=outputs.hidden_states)
 
 
-__all__ = ["RamitPreTrainedModel", "RamitModel", "RamitForImageRestoration"]
+__all__ = ["RamitForImageRestoration", "RamitModel", "RamitPreTrainedModel"]

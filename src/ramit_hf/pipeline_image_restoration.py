@@ -158,8 +158,7 @@ class ImageRestorationPipeline(Pipeline):
                 yield index, error
                 continue
             if pending and (
-                len(pending) == batch_size
-                or pending[0][1]["pixel_values"].shape != model_inputs["pixel_values"].shape
+                len(pending) == batch_size or pending[0][1]["pixel_values"].shape != model_inputs["pixel_values"].shape
             ):
                 yield from self._flush(pending, forward_params, postprocess_params, return_errors)
                 pending = []
@@ -176,7 +175,7 @@ class ImageRestorationPipeline(Pipeline):
         except Exception as error:
             if not return_errors:
                 raise
-            for index, (_, inputs) in zip(indices, pending):
+            for index, (_, inputs) in zip(indices, pending, strict=True):
                 yield index, _named(error, index, inputs["source"])
             return
         for row, (index, inputs) in enumerate(pending):

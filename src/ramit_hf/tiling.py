@@ -1,7 +1,7 @@
 """Tiled restoration: a large image restored in overlapping tiles and blended without seams.
 
 Peak memory then follows the tile size, not the image size (only the output canvas grows with the image). Each tile
-goes through `inference.restore_tensor` untiled, i.e. the paper's protocol (symmetric padding to the model's multiple,
+goes through `forward.restore_whole`, i.e. the paper's protocol (symmetric padding to the model's multiple,
 forward, crop), so a tile is restored exactly as a whole image of that size would be.
 
 Blending: every tile's output is weighted by a separable window that is 1 inside and falls off with a raised cosine
@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from .forward import restore_whole
 
 # The largest tile "auto" picks: RAMiT-1 needs about 1.4 GB over the model for 512 x 512 on CPU (measured by
 # scripts/benchmark_memory.py), which fits a GPU with a few GiB as well. Also the default for an explicit tiling call.
@@ -80,7 +82,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     if length <= tile:
         return [0]
     stride = tile - overlap
-    return list(range(0, length - tile, stride)) + [length - tile]
+    return [*list(range(0, length - tile, stride)), length - tile]
 
 
 def blend_window(length: int, ramp: int, fade_in: bool, fade_out: bool) -> torch.Tensor:
@@ -123,8 +125,6 @@ def restore_tiled(
             tiles as `AUTO_TILE_MAX_PIXELS` holds elsewhere.
         progress: show a tqdm bar over the tiles (`None`: only when stderr is a terminal).
     """
-    from .inference import restore_tensor
-
     tile_overlap = default_overlap(tile_size) if tile_overlap is None else tile_overlap
     _check_tiling(pixel_values, tile_size, tile_overlap)
     batch, channels, height, width = pixel_values.shape
@@ -132,7 +132,7 @@ def restore_tiled(
     tile_h, tile_w = min(tile_size, height), min(tile_size, width)
     rows, cols = tile_starts(height, tile_h, tile_overlap), tile_starts(width, tile_w, tile_overlap)
     if len(rows) == len(cols) == 1:
-        return restore_tensor(model, pixel_values)
+        return restore_whole(model, pixel_values)
 
     ramp = tile_overlap * scale
     row_windows = [blend_window(tile_h * scale, ramp, y > 0, y + tile_h < height) for y in rows]
@@ -155,8 +155,8 @@ def restore_tiled(
         crops = torch.stack(
             [pixel_values[b, :, rows[i] : rows[i] + tile_h, cols[j] : cols[j] + tile_w] for b, i, j in chunk]
         )
-        restored = restore_tensor(model, crops)
-        for (b, i, j), tile in zip(chunk, restored):
+        restored = restore_whole(model, crops)
+        for (b, i, j), tile in zip(chunk, restored, strict=True):
             weight = (row_windows[i][:, None] * col_windows[j][None, :]).to(device, torch.float32)
             y, x = rows[i] * scale, cols[j] * scale
             output[b, :, y : y + tile_h * scale, x : x + tile_w * scale].addcmul_(tile, weight)
@@ -166,7 +166,7 @@ def restore_tiled(
 
 def _window_sum(windows: list[torch.Tensor], starts: list[int], length: int, scale: int) -> torch.Tensor:
     total = torch.zeros(length, dtype=torch.float64)
-    for window, start in zip(windows, starts):
+    for window, start in zip(windows, starts, strict=True):
         total[start * scale : start * scale + len(window)] += window
     return total
 

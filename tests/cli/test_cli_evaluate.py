@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from conftest import checkpoint, shared_path
+
 from ramit_hf.cli import main
 from ramit_hf.protocol import load_result
 
@@ -15,8 +16,17 @@ SET5_NAMES = ["baby", "bird", "butterfly", "head", "woman"]
 
 def test_evaluate_set5_x4_matches_the_original(tmp_path, capsys):
     output, images = tmp_path / "set5_x4.json", tmp_path / "restored"
-    args = ["evaluate", "--model", str(checkpoint("RAMiT-1_X4.pth")), "--dataset", str(shared_path("testsets", "Set5")),
-            "--output", str(output), "--save-images", str(images)]
+    args = [
+        "evaluate",
+        "--model",
+        str(checkpoint("RAMiT-1_X4.pth")),
+        "--dataset",
+        str(shared_path("testsets", "Set5")),
+        "--output",
+        str(output),
+        "--save-images",
+        str(images),
+    ]
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "| image | PSNR (dB) | SSIM |" in captured.out and "| **mean (5)** |" in captured.out
@@ -33,7 +43,7 @@ def test_evaluate_set5_x4_matches_the_original(tmp_path, capsys):
 
     # no silent overwrite: nothing is run and the file stays as it was
     before = output.read_text()
-    assert main(args + ["--no-progress"]) == 2
+    assert main([*args, "--no-progress"]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert output.read_text() == before
 
@@ -41,9 +51,20 @@ def test_evaluate_set5_x4_matches_the_original(tmp_path, capsys):
 def test_evaluate_json_in_a_real_subprocess():
     ramit = Path(sys.executable).parent / "ramit"  # the installed console script
     completed = subprocess.run(
-        [str(ramit), "evaluate", "--model", str(checkpoint("RAMiT-1_X4.pth")),
-         "--dataset", str(shared_path("testsets", "Set5")), "--json", "--no-progress"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            str(ramit),
+            "evaluate",
+            "--model",
+            str(checkpoint("RAMiT-1_X4.pth")),
+            "--dataset",
+            str(shared_path("testsets", "Set5")),
+            "--json",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert completed.returncode == 0, completed.stderr
     data = json.loads(completed.stdout)  # stdout is the JSON alone

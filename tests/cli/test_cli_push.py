@@ -10,20 +10,26 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, checkpoint, run_without_ramit_hf, shared_path, small_config
 from PIL import Image
 
+from ramit_hf import RamitForImageRestoration
 from ramit_hf.cli import main
 from ramit_hf.convert import save_model_folder
 from ramit_hf.inference import load_model, restore_tensor
 from ramit_hf.protocol.metrics import to_uint8
-from ramit_hf import RamitForImageRestoration
-
-from conftest import REPO_ROOT, checkpoint, run_without_ramit_hf, shared_path, small_config
 
 RESULTS = REPO_ROOT / "results"
 SLIM_X2 = "RAMiT-slimSR_X2.pth"
-CODE_FILES = {"configuration_ramit.py", "modeling_ramit.py", "image_processing_ramit.py",
-              "pipeline_image_restoration.py", "inference.py", "tiling.py", "image_io.py"}
+CODE_FILES = {
+    "configuration_ramit.py",
+    "modeling_ramit.py",
+    "image_processing_ramit.py",
+    "pipeline_image_restoration.py",
+    "inference.py",
+    "tiling.py",
+    "image_io.py",
+}
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +77,19 @@ def test_dry_run_folder_restores_in_a_fresh_process_without_ramit_hf(dry_run, bi
     np.save(tmp_path / "expected.npy", to_uint8(restore_tensor(model, pixels)[0].permute(1, 2, 0).numpy()))
     # OMP_WAIT_POLICY: idle OpenMP threads sleep rather than spin, which keeps a small restoration fast when other
     # processes share the cores
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
-           "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     result = run_without_ramit_hf(
         f"""
         import numpy as np
         from transformers import pipeline
         pipe = pipeline("image-restoration", model={str(dry_run)!r}, trust_remote_code=True)
         out = np.asarray(pipe({str(bird_crop)!r}))
-        expected = np.load({str(tmp_path / 'expected.npy')!r})
+        expected = np.load({str(tmp_path / "expected.npy")!r})
         assert out.shape == expected.shape == (80, 96, 3), out.shape
         assert np.array_equal(out, expected), np.abs(out.astype(int) - expected).max()
         print("hub folder OK", type(pipe).__module__, pipe.task)
@@ -125,8 +135,17 @@ def test_namespace_released_folder_and_overwrite(tmp_path, capsys):
     for name in ("RAMiT-slimLLE_LLE.pth", SLIM_X2, "notes.txt"):
         (released / name).symlink_to(checkpoint(SLIM_X2).parent / name if name.endswith(".pth") else os.devnull)
     out = tmp_path / "hub"
-    args = ["push", "--released", str(released), "--namespace", "someone", "--dry-run", str(out),
-            "--results", str(RESULTS)]
+    args = [
+        "push",
+        "--released",
+        str(released),
+        "--namespace",
+        "someone",
+        "--dry-run",
+        str(out),
+        "--results",
+        str(RESULTS),
+    ]
     assert main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == ["ramit-slimlle", "ramit-slimsr-x2"]
     printed = capsys.readouterr().out
@@ -135,7 +154,7 @@ def test_namespace_released_folder_and_overwrite(tmp_path, capsys):
     usage = 'pipeline("image-restoration", model="someone/ramit-slimlle", trust_remote_code=True)'
     assert usage in (out / "ramit-slimlle" / "README.md").read_text()
     assert main(args) == 2  # the folders exist now
-    assert main(args + ["--overwrite"]) == 0
+    assert main([*args, "--overwrite"]) == 0
 
 
 def test_a_trained_folder_goes_to_a_repository_named_after_it(tmp_path, capsys):
@@ -158,11 +177,19 @@ def test_a_trained_folder_goes_to_a_repository_named_after_it(tmp_path, capsys):
     "case, extra_env, extra_args, message",
     [
         ("no token", {}, [], "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN or pass --token"),
-        ("offline", {"HF_HUB_OFFLINE": "1"}, ["--token", "hf_test"],
-         "HF_HUB_OFFLINE is set, so nothing can be uploaded"),
+        (
+            "offline",
+            {"HF_HUB_OFFLINE": "1"},
+            ["--token", "hf_test"],
+            "HF_HUB_OFFLINE is set, so nothing can be uploaded",
+        ),
         # a port on this machine where nothing listens: the connection is refused at once
-        ("no network", {"HF_ENDPOINT": "http://127.0.0.1:9"}, ["--token", "hf_test"],
-         "cannot reach the Hugging Face Hub"),
+        (
+            "no network",
+            {"HF_ENDPOINT": "http://127.0.0.1:9"},
+            ["--token", "hf_test"],
+            "cannot reach the Hugging Face Hub",
+        ),
     ],
 )
 def test_push_without_token_or_network_fails_before_any_work(case, extra_env, extra_args, message, tmp_path):
@@ -172,7 +199,11 @@ def test_push_without_token_or_network_fails_before_any_work(case, extra_env, ex
     (tmp_path / "work").mkdir()
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "push_to_hub.py"), str(checkpoint(SLIM_X2)), *extra_args],
-        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path / "work",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path / "work",
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("ramit push: error: ") and message in result.stderr, result.stderr

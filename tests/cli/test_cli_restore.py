@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, checkpoint, shared_path, small_config
 from PIL import Image
 
 from ramit_hf import RamitForImageRestoration
@@ -13,8 +14,6 @@ from ramit_hf.cli import main
 from ramit_hf.convert import save_model_folder
 from ramit_hf.image_io import load_image, save_image
 from ramit_hf.protocol.metrics import psnr
-
-from conftest import REPO_ROOT, checkpoint, shared_path, small_config
 
 BIRD_LR = ("testsets", "Set5", "LR_bicubic", "X2", "birdx2.png")
 
@@ -52,9 +51,21 @@ def _cli(*args) -> int:
 def test_readme_command_restores_bird(tmp_path):
     # the README's command, through `python -m ramit_hf.cli`, with the released RAMiT-1 x2 weights
     result = subprocess.run(
-        [sys.executable, "-m", "ramit_hf.cli", "restore", str(shared_path(*BIRD_LR)), "-o", "outputs/",
-         "--model", str(checkpoint("RAMiT-1_X2.pth"))],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "ramit_hf.cli",
+            "restore",
+            str(shared_path(*BIRD_LR)),
+            "-o",
+            "outputs/",
+            "--model",
+            str(checkpoint("RAMiT-1_X2.pth")),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = tmp_path / "outputs" / "birdx2.png"
@@ -108,14 +119,28 @@ def test_failures_are_listed_and_the_rest_is_written(tmp_path, inputs, slim_fold
     zero.write_bytes(b"")
     out = tmp_path / "out"
     code = _cli(
-        inputs, inputs / "notes.txt", tmp_path / "missing.png", tmp_path / "empty", zero, str(tmp_path / "*.gif"),
-        "-o", out, "--model", slim_folder,
+        inputs,
+        inputs / "notes.txt",
+        tmp_path / "missing.png",
+        tmp_path / "empty",
+        zero,
+        str(tmp_path / "*.gif"),
+        "-o",
+        out,
+        "--model",
+        slim_folder,
     )
     err = capsys.readouterr().err
     assert code == 1
     assert "failed (6):" in err
-    for line in ("corrupt.png: corrupt or truncated", "notes.txt: not an image file", "missing.png: no such file",
-                 "empty: folder contains no images", "zero.png: empty file", "*.gif: pattern matches no image files"):
+    for line in (
+        "corrupt.png: corrupt or truncated",
+        "notes.txt: not an image file",
+        "missing.png: no such file",
+        "empty: folder contains no images",
+        "zero.png: empty file",
+        "*.gif: pattern matches no image files",
+    ):
         assert line in err, line
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == ["a.png", "b.png", os.path.join("sub", "c.png")]  # nothing for the failed inputs
@@ -153,9 +178,27 @@ def test_two_processes_split_the_inputs(tmp_path, inputs, slim_folder):
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "ramit_hf.cli", "restore", str(inputs), "-o", str(out), "--model", slim_folder],
-        capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "ramit_hf.cli",
+            "restore",
+            str(inputs),
+            "-o",
+            str(out),
+            "--model",
+            slim_folder,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO_ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     shares = {rank: set(re.findall(rf"^\[{rank}\] .* -> (.+)$", result.stdout, re.M)) for rank in (0, 1)}

@@ -11,10 +11,10 @@ import time
 import pytest
 import torch
 import yaml
+from conftest import REPO_ROOT, shared_path
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import REPO_ROOT, shared_path
 from ramit_hf.cli import main
 
 TINY_RECIPE = {
@@ -47,8 +47,16 @@ def workspace(tmp_path_factory):
 
 def train_command(workspace, output, *extra):
     return [
-        "train", "--recipe", str(workspace / "tiny.json"), "--train-data", str(shared_path("testsets", "Set14", "HR")),
-        "--val-data", str(workspace / "val"), "--output-dir", str(output), *extra,
+        "train",
+        "--recipe",
+        str(workspace / "tiny.json"),
+        "--train-data",
+        str(shared_path("testsets", "Set14", "HR")),
+        "--val-data",
+        str(workspace / "val"),
+        "--output-dir",
+        str(output),
+        *extra,
     ]
 
 
@@ -60,17 +68,25 @@ def environment():
 
 def test_two_processes_split_the_data_and_end_identical(workspace):
     output = workspace / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO_ROOT / "scripts" / "train.py"),
-               *train_command(workspace, output, "--max-steps", "6", "--eval-steps", "3", "--trace-data")[1:]]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO_ROOT / "scripts" / "train.py"),
+        *train_command(workspace, output, "--max-steps", "6", "--eval-steps", "3", "--trace-data")[1:],
+    ]
     result = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     trace = output / "data_trace"
-    records = {rank: [json.loads(line) for line in (trace / f"rank{rank}.jsonl").read_text().splitlines()]
-               for rank in (0, 1)}
+    records = {
+        rank: [json.loads(line) for line in (trace / f"rank{rank}.jsonl").read_text().splitlines()] for rank in (0, 1)
+    }
     # each process trained on its own micro-batch of every step: items r, r + 2, ...; disjoint sample positions
     assert [r["item"] % 2 for r in records[0]] == [0] * 6 and [r["item"] % 2 for r in records[1]] == [1] * 6
-    for first, second in zip(records[0], records[1]):
+    for first, second in zip(records[0], records[1], strict=True):
         assert first["step"] == second["step"] and first["positions"][1] == second["positions"][0]
     assert [r["images"] for r in records[0]] != [r["images"] for r in records[1]]
     # gradients were averaged: both processes end with the same weights, which are the saved model's
@@ -87,10 +103,19 @@ def test_killed_run_resumes_exactly(workspace):
     base = [sys.executable, "-m", "ramit_hf.cli"]
     steps = ["--max-steps", "16", "--eval-steps", "4"]
     # both runs start together (2 cores); the second is killed once its first checkpoint is complete
-    whole = subprocess.Popen(base + train_command(workspace, uninterrupted, *steps), env=environment(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    victim = subprocess.Popen(base + train_command(workspace, killed, *steps), env=environment(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    whole = subprocess.Popen(
+        base + train_command(workspace, uninterrupted, *steps),
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    victim = subprocess.Popen(
+        base + train_command(workspace, killed, *steps),
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while not (killed / "checkpoint-4" / "trainer_state.json").is_file():
         assert victim.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
@@ -99,8 +124,14 @@ def test_killed_run_resumes_exactly(workspace):
     assert victim.wait() == -signal.SIGKILL
     assert not (killed / "checkpoint-16").exists(), "the run finished before it was killed"
 
-    resumed = subprocess.run(base + train_command(workspace, killed, *steps, "--resume"), env=environment(),
-                             capture_output=True, text=True, timeout=300, check=False)
+    resumed = subprocess.run(
+        base + train_command(workspace, killed, *steps, "--resume"),
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from checkpoint-" in resumed.stdout
     assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
@@ -128,19 +159,21 @@ def test_bad_input_fails_before_training(workspace, tmp_path, capsys):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    fails(train_command(workspace, out)[:3] + ["--train-data", str(empty), "--output-dir", str(out)], "no images in")
-    fails(train_command(workspace, out) + ["--set", "epoch=3"], "unknown field(s) 'epoch' (did you mean 'epochs'?)")
+    fails([*train_command(workspace, out)[:3], "--train-data", str(empty), "--output-dir", str(out)], "no images in")
+    fails([*train_command(workspace, out), "--set", "epoch=3"], "unknown field(s) 'epoch' (did you mean 'epochs'?)")
     bad_recipe = tmp_path / "bad.yaml"
     bad_recipe.write_text("base: sr-x2\npatch_size: 48\n")
     fails(["train", "--recipe", str(bad_recipe), "--train-data", str(empty)], "did you mean 'patch_sizes'?")
-    fails(train_command(workspace, out) + ["--patch-sizes", "64,96"], "one entry per phase")
+    fails([*train_command(workspace, out), "--patch-sizes", "64,96"], "one entry per phase")
     # an image smaller than the 64 px patches of the sr-x2 recipe (LR side 48 < 64)
     small = tmp_path / "small"
     small.mkdir()
     with Image.open(shared_path("testsets", "Set5", "HR", "bird.png")) as image:
         image.crop((0, 0, 96, 120)).save(small / "bird.png")
-    fails(["train", "--recipe", "sr-x2", "--train-data", str(small), "--output-dir", str(out)],
-          "smaller than the training patch")
+    fails(
+        ["train", "--recipe", "sr-x2", "--train-data", str(small), "--output-dir", str(out)],
+        "smaller than the training patch",
+    )
     # LQ/HQ pairs whose names or sizes do not match
     pairs = tmp_path / "pairs"
     (pairs / "HQ").mkdir(parents=True)
@@ -152,10 +185,9 @@ def test_bad_input_fails_before_training(workspace, tmp_path, capsys):
     with Image.open(shared_path("testsets", "McMaster", "HR", "1.png")) as image:
         image.crop((0, 0, 400, 400)).save(pairs / "LQ" / "1.png")
     (pairs / "LQ" / "01.png").unlink()
-    fails(["train", "--recipe", "derain", "--train-data", str(pairs), "--output-dir", str(out)],
-          "sizes do not match")
+    fails(["train", "--recipe", "derain", "--train-data", str(pairs), "--output-dir", str(out)], "sizes do not match")
     fails(["train", "--recipe", "sr-x3", "--train-data", str(small), "--output-dir", str(out)], "--init-from")
-    fails(train_command(workspace, out) + ["--resume"], "nothing to resume")
+    fails([*train_command(workspace, out), "--resume"], "nothing to resume")
     # a non-empty output folder is left alone without --resume or --overwrite
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -164,9 +196,27 @@ def test_bad_input_fails_before_training(workspace, tmp_path, capsys):
 
 
 def test_recipe_overrides_on_the_command_line(capsys):
-    code, out, _ = run_cli(capsys, ["train", "--recipe", "color-dn", "--print-recipe", "--set", "max_steps=50",
-                                    "--set", "model.drop_path_rate=0.1", "--set", "bf16=true",
-                                    "--patch-sizes", "48,64,96", "--learning-rate", "1e-4", "--bf16", "false"])
+    code, out, _ = run_cli(
+        capsys,
+        [
+            "train",
+            "--recipe",
+            "color-dn",
+            "--print-recipe",
+            "--set",
+            "max_steps=50",
+            "--set",
+            "model.drop_path_rate=0.1",
+            "--set",
+            "bf16=true",
+            "--patch-sizes",
+            "48,64,96",
+            "--learning-rate",
+            "1e-4",
+            "--bf16",
+            "false",
+        ],
+    )
     assert code == 0
     recipe = yaml.safe_load(out)
     assert recipe["max_steps"] == 50 and recipe["model"] == {"drop_path_rate": 0.1}

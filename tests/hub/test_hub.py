@@ -4,11 +4,11 @@ import re
 
 import pytest
 import torch
+from conftest import REPO_ROOT, checkpoint, small_config
 from huggingface_hub import ModelCard
 
 from ramit_hf import PRESETS, RamitConfig, RamitForImageRestoration
 from ramit_hf.convert import infer_from_file_name
-from ramit_hf.protocol import load_result
 from ramit_hf.hub import (
     HUB_NAMESPACE,
     PUBLISHED_PRESETS,
@@ -23,8 +23,7 @@ from ramit_hf.hub import (
     repo_id_for,
     validate_repo_id,
 )
-
-from conftest import REPO_ROOT, checkpoint, small_config
+from ramit_hf.protocol import load_result
 
 RESULTS = REPO_ROOT / "results"
 CARDS = REPO_ROOT / "model_cards"
@@ -77,14 +76,17 @@ def test_card_numbers_equal_the_evaluation_json():
         psnr, ssim = round(result.mean_psnr, 3), round(result.mean_ssim, 4)
         # model-index (YAML metadata), as the Hub parses it
         entries = [
-            r for r in ModelCard(text).data.eval_results
+            r
+            for r in ModelCard(text).data.eval_results
             if r.dataset_name == result.dataset["name"]
             and r.dataset_config == (None if result.protocol["sigma"] is None else f"sigma{result.protocol['sigma']}")
         ]
         values = {r.metric_type: r.metric_value for r in entries}
         assert values == {"psnr": psnr, "ssim": ssim}, path.name
-        assert {r.metric_name for r in entries} == {f"PSNR ({result.protocol['metric_channel']})",
-                                                    f"SSIM ({result.protocol['metric_channel']})"}
+        assert {r.metric_name for r in entries} == {
+            f"PSNR ({result.protocol['metric_channel']})",
+            f"SSIM ({result.protocol['metric_channel']})",
+        }
         # the results table
         sigma = "" if result.protocol["sigma"] is None else f" {result.protocol['sigma']} |"
         row = f"| {result.dataset['name']} |{sigma} {len(result.images)} | {psnr:.3f} | {ssim:.4f} |"
@@ -102,11 +104,16 @@ def test_card_metadata_and_sections():
     for preset in PUBLISHED_PRESETS:
         card = ModelCard(_card(preset))
         data = card.data
-        variant, task = PRESETS[preset]
+        _variant, task = PRESETS[preset]
         assert data.library_name == "transformers" and data.pipeline_tag == "image-to-image"
         assert data.license == "other" and data.license_link == "https://github.com/rami0205/RAMiT"
-        expected_tag = {"sr-x2": "super-resolution", "sr-x3": "super-resolution", "sr-x4": "super-resolution",
-                        "color-dn": "denoising", "lle": "low-light-image-enhancement"}[task]
+        expected_tag = {
+            "sr-x2": "super-resolution",
+            "sr-x3": "super-resolution",
+            "sr-x4": "super-resolution",
+            "color-dn": "denoising",
+            "lle": "low-light-image-enhancement",
+        }[task]
         assert {"image-restoration", expected_tag} <= set(data.tags)
         text = card.text
         for heading in ("## Model", "## Usage", "## Evaluation", "## Results", "## License", "## Citation"):
@@ -138,8 +145,12 @@ def test_complexity_counts_matmuls_and_convolutions_like_a_real_forward():
 
 
 def test_complexity_input_sizes_give_a_1280x720_output():
-    for preset, size in (("ramit1-sr-x2", (360, 640)), ("ramit1-sr-x3", (240, 427)), ("ramit-slimsr-x4", (180, 320)),
-                         ("ramit-slimlle", (720, 1280))):
+    for preset, size in (
+        ("ramit1-sr-x2", (360, 640)),
+        ("ramit1-sr-x3", (240, 427)),
+        ("ramit-slimsr-x4", (180, 320)),
+        ("ramit-slimlle", (720, 1280)),
+    ):
         from ramit_hf.hub import complexity_input_size
 
         assert complexity_input_size(RamitConfig.from_preset(preset)) == size

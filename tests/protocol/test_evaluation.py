@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path, small_config
 from PIL import Image
 
-from conftest import shared_path, small_config
 from ramit_hf import RamitForImageRestoration
 from ramit_hf.configuration_ramit import TASK_STATS
 from ramit_hf.protocol import (
@@ -98,7 +98,7 @@ def test_hr_folder_without_lr_makes_the_matlab_lr(scale):
     forced = load_test_set(shared_path("testsets", "Set5"), Protocol(f"sr-x{scale}"), make_lr=True)
     assert from_hr.name == "Set5" and from_hr.describe()["input"]["kind"] == "imresize"
     assert forced.describe()["input"]["kind"] == "imresize"
-    for a, b, c in zip(with_lr, from_hr, forced):
+    for a, b, c in zip(with_lr, from_hr, forced, strict=True):
         assert torch.equal(a.pixel_values, b.pixel_values) and torch.equal(a.pixel_values, c.pixel_values)
         np.testing.assert_array_equal(a.target, b.target)
         assert b.target.shape[0] % scale == 0 and b.target.shape[1] % scale == 0
@@ -146,7 +146,8 @@ def _image_cell(path) -> dict:
 
 
 def test_datasets_dataset_gives_the_same_samples_and_scores_as_the_folder(tmp_path):
-    from datasets import Dataset, DatasetDict, Features, Image as ImageFeature, Value
+    from datasets import Dataset, DatasetDict, Features, Value
+    from datasets import Image as ImageFeature
 
     root = shared_path("testsets", "Set5")
     hr = [_image_cell(root / "HR" / f"{n}.png") for n in SET5_NAMES]
@@ -163,7 +164,7 @@ def test_datasets_dataset_gives_the_same_samples_and_scores_as_the_folder(tmp_pa
     assert from_disk.describe()["input"] == {"kind": "lr-column", "source": "lr_x4"}
     only_hr = load_test_set(tmp_path / "set5_dict", Protocol("sr-x4"))  # picks the `test` split: HR only
     assert only_hr.split == "test" and only_hr.describe()["input"]["kind"] == "imresize"
-    for a, b, c in zip(folder, from_disk, only_hr):
+    for a, b, c in zip(folder, from_disk, only_hr, strict=True):
         assert torch.equal(a.pixel_values, b.pixel_values) and torch.equal(a.pixel_values, c.pixel_values)
         np.testing.assert_array_equal(a.target, b.target)
         np.testing.assert_array_equal(a.target, c.target)
@@ -290,8 +291,18 @@ def test_result_json_schema_round_trip_and_no_silent_overwrite(paired_set, tmp_p
     test_set = load_test_set(paired_set, Protocol("lle"), name="pairs")
     result = evaluate_model(tiny_model("lle"), test_set, model_id="tiny", model_source="made in a test", progress=False)
     data = json.loads(result.to_json())
-    assert list(data) == ["schema", "schema_version", "model", "dataset", "protocol", "mean", "images", "environment",
-                          "date", "elapsed_s"]
+    assert list(data) == [
+        "schema",
+        "schema_version",
+        "model",
+        "dataset",
+        "protocol",
+        "mean",
+        "images",
+        "environment",
+        "date",
+        "elapsed_s",
+    ]
     assert (data["schema"], data["schema_version"]) == (SCHEMA, 1)
     assert data["model"]["id"] == "tiny" and data["model"]["task"] == "lle" and data["model"]["parameters"] > 0
     assert data["dataset"]["name"] == "pairs" and data["dataset"]["num_images"] == 3

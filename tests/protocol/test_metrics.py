@@ -9,12 +9,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 from skimage.metrics import structural_similarity as sk_ssim
 
-from conftest import shared_path
-from ramit_hf.protocol.resize import imresize, modcrop
 from ramit_hf.protocol.metrics import (
     batch_psnr_ssim,
     evaluate_module_path,
@@ -26,6 +25,7 @@ from ramit_hf.protocol.metrics import (
     ssim_torch,
     to_uint8,
 )
+from ramit_hf.protocol.resize import imresize, modcrop
 
 C1 = (0.01 * 255) ** 2
 C2 = (0.03 * 255) ** 2
@@ -167,8 +167,12 @@ def test_gray_real_pair_against_scikit_image():
     hr, up = bicubic_pair("Set14", "LR_bicubic_pyport", "bridge", 3)
     assert hr.ndim == 2
     expected = sk_ssim(
-        hr.astype(np.float64), up.astype(np.float64),
-        gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
+        hr.astype(np.float64),
+        up.astype(np.float64),
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
     )
     assert ssim(hr, up) == pytest.approx(expected, abs=1e-9)
     assert psnr(hr, up, 3) == pytest.approx(sk_psnr(hr[3:-3, 3:-3], up[3:-3, 3:-3], data_range=255), abs=1e-10)
@@ -288,7 +292,10 @@ def test_evaluate_module_offline_matches_core(tmp_path):
     env.pop("HF_MODULES_CACHE", None)
     proc = subprocess.run(
         [sys.executable, "-c", _EVALUATE_SCRIPT, *map(str, paths)],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT"))

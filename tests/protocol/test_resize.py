@@ -5,15 +5,28 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from PIL import Image
 
-from conftest import shared_path
 from ramit_hf.protocol.resize import contributions, imresize, imresize_torch, modcrop, output_size
 
 SET5 = ["baby", "bird", "butterfly", "head", "woman"]
-SET14 = (
-    "baboon barbara bridge coastguard comic face flowers foreman lenna man monarch pepper ppt3 zebra"
-).split()
+SET14 = [
+    "baboon",
+    "barbara",
+    "bridge",
+    "coastguard",
+    "comic",
+    "face",
+    "flowers",
+    "foreman",
+    "lenna",
+    "man",
+    "monarch",
+    "pepper",
+    "ppt3",
+    "zebra",
+]
 
 
 def read(*parts) -> np.ndarray:
@@ -144,7 +157,7 @@ def _naive_resize_1d(signal: np.ndarray, scale: float) -> np.ndarray:
         taps = range(math.floor(centre - reach) - 1, math.ceil(centre + reach) + 2)
         weights = [key((centre - j) * shrink) for j in taps]
         total = sum(weights)
-        out.append(sum(w * signal[mirror(j)] for w, j in zip(weights, taps)) / total)
+        out.append(sum(w * signal[mirror(j)] for w, j in zip(weights, taps, strict=True)) / total)
     return np.array(out)
 
 
@@ -166,7 +179,7 @@ def test_interior_matches_pillow_bicubic(scale):
     height, width = ours.shape
     assert (height, width) == (round(510 * scale), round(500 * scale))
     pil = np.asarray(Image.fromarray(gray).resize((width, height), Image.BICUBIC, reducing_gap=None))
-    margin = int(math.ceil(4 * max(1.0, 1 / scale))) + 2
+    margin = math.ceil(4 * max(1.0, 1 / scale)) + 2
     interior = (slice(margin, -margin), slice(margin, -margin))
     np.testing.assert_allclose(ours[interior], pil[interior], rtol=0, atol=1e-3)
 

@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from PIL import Image
 
-from conftest import shared_path
 from ramit_hf.image_io import rgb_to_gray
+from ramit_hf.protocol.resize import imresize
 from ramit_hf.training.patches import RestorationPatchDataset
 from ramit_hf.training.pixels import DataError, downscale_region, modcrop_hw
 from ramit_hf.training.schedule import ProgressiveSchedule
 from ramit_hf.training.sources import check_sizes, load_source
 from ramit_hf.training.validation import validation_dataset
-from ramit_hf.protocol.resize import imresize
 
 
 def read(*parts) -> np.ndarray:
@@ -52,7 +52,7 @@ def test_sr_patches_are_aligned_with_and_without_lr_files(tmp_path):
         torch.testing.assert_close(a["pixel_values"], b["pixel_values"], rtol=0, atol=0)
         torch.testing.assert_close(a["labels"], b["labels"], rtol=0, atol=0)
         # each input is the bicubic downscaling of its target, away from the patch edge
-        for inp, target in zip(a["pixel_values"], a["labels"]):
+        for inp, target in zip(a["pixel_values"], a["labels"], strict=True):
             small = np.clip(imresize(target.permute(1, 2, 0).double().numpy(), 0.5), 0, 1)
             np.testing.assert_allclose(small[3:-3, 3:-3], inp.permute(1, 2, 0).numpy()[3:-3, 3:-3], atol=1.5 / 255)
 

@@ -5,18 +5,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import checkpoint, shared_path
 from PIL import Image
 from transformers import TrainerCallback
 
-from conftest import checkpoint, shared_path
 from ramit_hf import RamitForImageRestoration, convert_original_checkpoint
-from ramit_hf.training.schedule import ProgressiveSchedule
 from ramit_hf.inference import load_model, restore_tensor
 from ramit_hf.protocol.metrics import psnr, to_uint8
-from ramit_hf.training.recipes import load_recipe
 from ramit_hf.training.learning_rate import paper_learning_rate
 from ramit_hf.training.models import build_model, model_config
+from ramit_hf.training.recipes import load_recipe
 from ramit_hf.training.run import prepare_training
+from ramit_hf.training.schedule import ProgressiveSchedule
 from ramit_hf.training.trainer import QualityMetrics, restoration_loss
 
 TINY = {"model.embed_dim": 16, "model.depths": [1, 1, 1, 2], "model.fusion_expand_groups": 1}
@@ -32,8 +32,18 @@ def one_thread():
 
 
 def tiny_recipe(task="sr-x2", **fields):
-    settings = dict(TINY, patch_sizes=[24], batch_sizes=[4], dataset_repeat=4, epochs=4, warmup_epochs=0,
-                    milestones=[], learning_rate=2e-3, dataloader_num_workers=0, logging_steps=1000)
+    settings = dict(
+        TINY,
+        patch_sizes=[24],
+        batch_sizes=[4],
+        dataset_repeat=4,
+        epochs=4,
+        warmup_epochs=0,
+        milestones=[],
+        learning_rate=2e-3,
+        dataloader_num_workers=0,
+        logging_steps=1000,
+    )
     settings.update(fields)
     return load_recipe(task, settings)
 
@@ -63,8 +73,9 @@ class GradientRecorder(TrainerCallback):
 
 def test_tiny_training_run_improves_validation(tmp_path, val_folder):
     recipe = tiny_recipe(eval_steps=20, max_steps=40, patch_sizes=[32])
-    run = prepare_training(recipe, shared_path("testsets", "Set14", "HR"), val_folder, tmp_path / "run",
-                           disable_tqdm=True)
+    run = prepare_training(
+        recipe, shared_path("testsets", "Set14", "HR"), val_folder, tmp_path / "run", disable_tqdm=True
+    )
     before = run.trainer.evaluate()
     run.train()
     after = run.trainer.evaluate()
@@ -96,8 +107,9 @@ def test_tiny_training_run_improves_validation(tmp_path, val_folder):
 def first_step_gradients(tmp_path, name, **fields):
     recorder = GradientRecorder()
     recipe = tiny_recipe(max_steps=1, eval_steps=1, **fields)
-    run = prepare_training(recipe, shared_path("testsets", "Set5", "HR"), None, tmp_path / name,
-                           callbacks=[recorder], disable_tqdm=True)
+    run = prepare_training(
+        recipe, shared_path("testsets", "Set5", "HR"), None, tmp_path / name, callbacks=[recorder], disable_tqdm=True
+    )
     run.trainer.train()
     return recorder
 
@@ -138,14 +150,20 @@ def test_paper_learning_rate_schedules():
     recipe = load_recipe("color-dn")
     schedule = ProgressiveSchedule(25782, 400, [0, 100, 200], [64, 96, 128], [32, 16, 8], world_size=2)
     lr = paper_learning_rate(recipe, schedule)
-    at = lambda epoch: lr(schedule.step_at_epoch(epoch))
+
+    def at(epoch):
+        return lr(schedule.step_at_epoch(epoch))
+
     assert at(50) == pytest.approx(4e-4) and at(150) == pytest.approx(2e-4) and at(250) == pytest.approx(0.5e-4)
     assert at(360) == pytest.approx(1e-4 / 8)
     # x3 warm start: 50 epochs at the peak (head only), then warm-up 10 and halvings counted from epoch 50
     recipe = load_recipe("sr-x3")
     schedule = ProgressiveSchedule(64000, 300, [0], [64], [32], world_size=2)
     lr = paper_learning_rate(recipe, schedule)
-    at = lambda epoch: lr(schedule.step_at_epoch(epoch))
+
+    def at(epoch):
+        return lr(schedule.step_at_epoch(epoch))
+
     assert at(0) == at(49.5) == pytest.approx(4e-4)
     assert at(50) == 0 and at(55) == pytest.approx(2e-4) and at(90) == pytest.approx(4e-4)
     assert at(120) == pytest.approx(2e-4) and at(299) == pytest.approx(4e-4 / 64)
@@ -155,8 +173,15 @@ def test_warm_start_trains_the_new_head_first(tmp_path):
     x2 = RamitForImageRestoration(model_config(tiny_recipe()))
     x2.save_pretrained(tmp_path / "x2")
     # Set5: 5 images x 4 = 20 patches per epoch -> 5 steps per epoch; epoch 1 trains only the head
-    recipe = tiny_recipe("sr-x3", init_from=str(tmp_path / "x2"), warm_start_epochs=1, epochs=2, warmup_epochs=0.5,
-                         eval_steps=10, patch_sizes=[16])
+    recipe = tiny_recipe(
+        "sr-x3",
+        init_from=str(tmp_path / "x2"),
+        warm_start_epochs=1,
+        epochs=2,
+        warmup_epochs=0.5,
+        eval_steps=10,
+        patch_sizes=[16],
+    )
     model, note = build_model(recipe)
     assert "except the reconstruction head" in note and model.config.upscale == 3
     body = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("reconstruction.")}
@@ -169,8 +194,9 @@ def test_warm_start_trains_the_new_head_first(tmp_path):
         def on_step_end(self, args, state, control, model=None, **kwargs):
             snapshots[state.global_step] = {n: p.detach().clone() for n, p in model.named_parameters()}
 
-    run = prepare_training(recipe, shared_path("testsets", "Set5", "HR"), None, tmp_path / "x3",
-                           callbacks=[Snapshot()], disable_tqdm=True)
+    run = prepare_training(
+        recipe, shared_path("testsets", "Set5", "HR"), None, tmp_path / "x3", callbacks=[Snapshot()], disable_tqdm=True
+    )
     assert run.trainer.head_only_steps == 5
     initial_head = {n: p.detach().clone() for n, p in run.model.named_parameters() if n.startswith("reconstruction.")}
     run.trainer.train()
@@ -236,9 +262,18 @@ def test_ramit_trainer_with_plain_datasets(tmp_path, val_folder):
     pairs = validation_dataset(load_source(val_folder, task="sr-x2"), "sr-x2")
     train = [pairs[i % 2] for i in range(8)]
     model = RamitForImageRestoration(model_config(tiny_recipe()))
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4, learning_rate=1e-3,
-                             batch_eval_metrics=True, remove_unused_columns=False, report_to="none", use_cpu=True,
-                             save_strategy="no", disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        max_steps=4,
+        learning_rate=1e-3,
+        batch_eval_metrics=True,
+        remove_unused_columns=False,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     trainer = RamitTrainer(model, args, train, pairs, loss="charbonnier")
     before = trainer.evaluate()["eval_psnr"]
     trainer.train()

@@ -35,5 +35,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     tune_cpu_allocator()  # this process is ours: keep freed memory for the next tensor (docs/performance.md)
     return args.run(args) or 0
-
-

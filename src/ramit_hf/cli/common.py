@@ -65,7 +65,10 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, auto: bool) -> None:
     """
     if auto:
         parser.add_argument(
-            "--tile", type=tile_size, default="auto", metavar="SIZE",
+            "--tile",
+            type=tile_size,
+            default="auto",
+            metavar="SIZE",
             help="tile side in input pixels; 'auto' (default) restores images above 512x512 pixels in equal tiles of "
             "at most 512 pixels, 0 never tiles",
         )
@@ -85,7 +88,9 @@ def add_device_arguments(parser: argparse.ArgumentParser, device: str | None, dt
     where = "a GPU if any" if device == "auto" else "cpu"
     parser.add_argument("--device", default=device, help=f"torch device, e.g. cpu, cuda, cuda:1 (default: {where})")
     parser.add_argument(
-        "--dtype", choices=DTYPE_CHOICES, default=dtype,
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default=dtype,
         help="model precision (default float32; float16 is meant for GPUs: on CPU it is much slower)",
     )
 

@@ -19,15 +19,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_model_arguments(parser)
     parser.add_argument(
-        "--dataset", required=True,
+        "--dataset",
+        required=True,
         help="test-set folder (HR/ [+ LR*/X<s>/] or HQ/ + LQ/, or a folder of images), a `datasets` "
         "save_to_disk folder, or a Hub dataset id",
     )
     parser.add_argument("--sigma", type=float, help="denoising: noise level on the 0-255 scale (the paper: 15, 25, 50)")
     parser.add_argument("--noise-seed", type=int, default=0, help="denoising: seed of each image's noise (default 0)")
     parser.add_argument("--lr-dir", help="folder of the degraded inputs (default: found beside HR/ or HQ/)")
-    parser.add_argument("--make-lr", action="store_true",
-                        help="super-resolution: make the LR with bicubic imresize even if the set has LR images")
+    parser.add_argument(
+        "--make-lr",
+        action="store_true",
+        help="super-resolution: make the LR with bicubic imresize even if the set has LR images",
+    )
     parser.add_argument("--split", help="`datasets` split (default: the only one, else 'test')")
     parser.add_argument("--hr-column", help="`datasets` column of the ground truth")
     parser.add_argument("--lr-column", help="`datasets` column of the degraded input")
@@ -47,8 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..protocol import Protocol, TestSetError, evaluate_model, load_test_set
     from ..inference import ModelLoadError, load_model
+    from ..protocol import Protocol, TestSetError, evaluate_model, load_test_set
 
     if args.output and not args.overwrite:
         from pathlib import Path

@@ -23,19 +23,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("sources", nargs="*", metavar="SOURCE", help="original .pth checkpoints or model folders")
     parser.add_argument(
-        "--released", metavar="DIR",
+        "--released",
+        metavar="DIR",
         help="also push every checkpoint of the original release found in DIR (RAMiT-1_X2.pth, RAMiT_CDN.pth, ...)",
     )
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--repo-id", help="repository id (namespace/name); only with a single source")
     target.add_argument("--namespace", help="user or organisation of the default repository ids (default: ramit-hf)")
     parser.add_argument(
-        "--results", default="results", metavar="DIR",
+        "--results",
+        default="results",
+        metavar="DIR",
         help="folder of `ramit evaluate` JSON files whose numbers go into the cards (default: ./results)",
     )
     parser.add_argument("--task", choices=TASKS, help="task of an original checkpoint whose name does not tell it")
     parser.add_argument(
-        "--dry-run", metavar="DIR",
+        "--dry-run",
+        metavar="DIR",
         help="upload nothing; write exactly what would be uploaded to DIR (several sources: DIR/<repository name>)",
     )
     parser.add_argument("--overwrite", action="store_true", help="with --dry-run: replace existing non-empty folders")
@@ -68,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if not sources:
         return fail("push", "nothing to push: give checkpoints or model folders, or --released DIR")
     if args.repo_id and len(sources) > 1:
-        return fail(
-            "push", f"--repo-id names one repository but {len(sources)} models were given; use --namespace"
-        )
+        return fail("push", f"--repo-id names one repository but {len(sources)} models were given; use --namespace")
     try:
         if args.repo_id:
             validate_repo_id(args.repo_id)

@@ -31,7 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns or URLs")
     parser.add_argument(
-        "-o", "--output", required=True,
+        "-o",
+        "--output",
+        required=True,
         help="output folder (created); with a single input file, a file name with an image extension also works",
     )
     add_model_arguments(parser)
@@ -39,7 +41,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_device_arguments(parser, device="auto", dtype="float32")
     parser.add_argument("--batch-size", type=positive_int, default=1, help="images of the same size restored together")
     parser.add_argument(
-        "--bit-depth", choices=("auto", "8", "16"), default="auto",
+        "--bit-depth",
+        choices=("auto", "8", "16"),
+        default="auto",
         help="bits per channel of the outputs: auto (default) keeps 16-bit PNGs 16-bit; 16 writes every output as "
         "16-bit PNG",
     )

@@ -34,18 +34,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--recipe", default="sr-x2",
-                        help=f"built-in recipe ({', '.join(RECIPE_NAMES)}) or a .yaml/.json recipe file")
+    parser.add_argument(
+        "--recipe", default="sr-x2", help=f"built-in recipe ({', '.join(RECIPE_NAMES)}) or a .yaml/.json recipe file"
+    )
     parser.add_argument("--train-data", help="training images: folder, dataset folder, or Hugging Face dataset id")
     parser.add_argument("--train-lq", help="folder of low-quality training inputs, paired by name")
     parser.add_argument("--val-data", help="validation images (same forms as --train-data)")
     parser.add_argument("--val-lq", help="folder of low-quality validation inputs, paired by name")
     parser.add_argument("--output-dir", help="run folder (checkpoints, final model); default ./ramit-<recipe>")
-    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
-                        help="continue the run in --output-dir from its last complete checkpoint (or this one)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue the run in --output-dir from its last complete checkpoint (or this one)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="start over in a non-empty --output-dir")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a recipe field (repeatable), e.g. max_steps=50 or model.drop_path_rate=0.1")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a recipe field (repeatable), e.g. max_steps=50 or model.drop_path_rate=0.1",
+    )
     parser.add_argument("--hq-column", help="high-quality image column of a dataset (default: hq/hr/gt/.../image)")
     parser.add_argument("--lq-column", help="low-quality image column of a dataset (default: lq/lr/input/...)")
     parser.add_argument("--train-split", default="train", help="split of a dataset for training (default: train)")
@@ -62,8 +75,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         flag = "--" + name.replace("_", "-")
         kind = Recipe.field_kind(name).removeprefix("opt_")
         if kind == "bool":
-            fields.add_argument(flag, dest=f"field_{name}", nargs="?", const="true", default=None, metavar="BOOL",
-                                help=Recipe.field_doc(name))
+            fields.add_argument(
+                flag,
+                dest=f"field_{name}",
+                nargs="?",
+                const="true",
+                default=None,
+                metavar="BOOL",
+                help=Recipe.field_doc(name),
+            )
         else:
             metavar = "LIST" if kind.endswith("list") else kind.upper()
             fields.add_argument(flag, dest=f"field_{name}", default=None, metavar=metavar, help=Recipe.field_doc(name))
@@ -82,8 +102,8 @@ def collect_overrides(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..convert import CheckpointError
-    from ..training.pixels import DataError
     from ..inference import ModelLoadError
+    from ..training.pixels import DataError
     from ..training.recipes import RecipeError, load_recipe
 
     try:
@@ -125,8 +145,10 @@ def run(args: argparse.Namespace) -> int:
 
         step, quality = final_metrics(run.trainer.state)
         measured = ", ".join(f"{k} {v:.4f}" for k, v in quality.items())
-        print(f"saved {run.output_dir} after {run.trainer.state.global_step} steps "
-              f"({metrics.get('train_runtime', 0):.0f} s)" + (f"; kept step {step}: {measured}" if quality else ""))
+        print(
+            f"saved {run.output_dir} after {run.trainer.state.global_step} steps "
+            f"({metrics.get('train_runtime', 0):.0f} s)" + (f"; kept step {step}: {measured}" if quality else "")
+        )
     return 0
 
 

@@ -11,6 +11,7 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import __version__
 from ..configuration_ramit import TASK_UPSCALE, RamitConfig
 from .complexity import Complexity, measure_complexity
 from .repos import ORIGINAL_REPOSITORY, PAPER_URL, original_checkpoint_name, repo_id_for
@@ -36,8 +37,24 @@ def load_results(results_dir: str | os.PathLike | None, model_ids) -> list:
 
 
 # the field's usual order of test sets in tables; others follow alphabetically
-_DATASET_ORDER = ("Set5", "Set14", "B100", "BSD100", "Urban100", "Manga109", "CBSD68", "Kodak24", "McMaster", "Set12",
-                  "BSD68", "LOL", "VE-LOL", "Rain100L", "Rain100H", "Test100")
+_DATASET_ORDER = (
+    "Set5",
+    "Set14",
+    "B100",
+    "BSD100",
+    "Urban100",
+    "Manga109",
+    "CBSD68",
+    "Kodak24",
+    "McMaster",
+    "Set12",
+    "BSD68",
+    "LOL",
+    "VE-LOL",
+    "Rain100L",
+    "Rain100H",
+    "Test100",
+)
 
 
 def _result_order(result):
@@ -51,20 +68,55 @@ def _result_order(result):
 
 # What the card says about each task: (title, tags, input noun, what the output is, an example input file name).
 _TASK_CARD = {
-    "sr-x2": ("image super-resolution x2", ["super-resolution", "image-super-resolution"],
-              "a low-resolution image", "the image at twice its width and height", "low_res.png"),
-    "sr-x3": ("image super-resolution x3", ["super-resolution", "image-super-resolution"],
-              "a low-resolution image", "the image at three times its width and height", "low_res.png"),
-    "sr-x4": ("image super-resolution x4", ["super-resolution", "image-super-resolution"],
-              "a low-resolution image", "the image at four times its width and height", "low_res.png"),
-    "color-dn": ("color image denoising", ["denoising", "image-denoising"],
-                 "a noisy color image", "the denoised image (same size)", "noisy.png"),
-    "gray-dn": ("grayscale image denoising", ["denoising", "image-denoising"],
-                "a noisy grayscale image", "the denoised image (same size)", "noisy.png"),
-    "lle": ("low-light image enhancement", ["low-light-image-enhancement"],
-            "an under-exposed image", "the enhanced image (same size)", "dark.png"),
-    "derain": ("image deraining", ["deraining"], "a rainy image", "the image without rain streaks (same size)",
-               "rainy.png"),
+    "sr-x2": (
+        "image super-resolution x2",
+        ["super-resolution", "image-super-resolution"],
+        "a low-resolution image",
+        "the image at twice its width and height",
+        "low_res.png",
+    ),
+    "sr-x3": (
+        "image super-resolution x3",
+        ["super-resolution", "image-super-resolution"],
+        "a low-resolution image",
+        "the image at three times its width and height",
+        "low_res.png",
+    ),
+    "sr-x4": (
+        "image super-resolution x4",
+        ["super-resolution", "image-super-resolution"],
+        "a low-resolution image",
+        "the image at four times its width and height",
+        "low_res.png",
+    ),
+    "color-dn": (
+        "color image denoising",
+        ["denoising", "image-denoising"],
+        "a noisy color image",
+        "the denoised image (same size)",
+        "noisy.png",
+    ),
+    "gray-dn": (
+        "grayscale image denoising",
+        ["denoising", "image-denoising"],
+        "a noisy grayscale image",
+        "the denoised image (same size)",
+        "noisy.png",
+    ),
+    "lle": (
+        "low-light image enhancement",
+        ["low-light-image-enhancement"],
+        "an under-exposed image",
+        "the enhanced image (same size)",
+        "dark.png",
+    ),
+    "derain": (
+        "image deraining",
+        ["deraining"],
+        "a rainy image",
+        "the image without rain streaks (same size)",
+        "rainy.png",
+    ),
 }
 
 # How the authors trained each released setting, from the training commands in the original README.
@@ -86,10 +138,11 @@ _NO_TEST_SET = {
 }
 
 LICENSE_NOTE = (
-    "The original repository ([rami0205/RAMiT]({url})) states no license for its code or its weights. These weights "
+    f"The original repository ([rami0205/RAMiT]({ORIGINAL_REPOSITORY})) states no license for its code or its weights. "
+    "These weights "
     "are the authors' release, converted to the `transformers` format and redistributed with credit for research "
     "use; ask the authors before any other use. The conversion and the `ramit_hf` code are MIT-licensed."
-).format(url=ORIGINAL_REPOSITORY)
+)
 
 
 @dataclass
@@ -134,18 +187,21 @@ def render_model_card(config: RamitConfig, results: list, info: CardInfo) -> str
         "complexity_table": _complexity_table(complexity),
         "complexity_note": _complexity_note(complexity),
         "example_file": example_file,
-        "channels_note": "" if config.num_channels == 3 else (
-            "\nThe model works on one channel: color inputs are restored as their luma (BT.601).\n"
-        ),
+        "channels_note": ""
+        if config.num_channels == 3
+        else ("\nThe model works on one channel: color inputs are restored as their luma (BT.601).\n"),
         "protocol": _protocol(results, task),
         "results": _results_section(results, task),
         "training": _training(config, info),
-        "license_note": LICENSE_NOTE if released else (
+        "license_note": LICENSE_NOTE
+        if released
+        else (
             "These weights were trained with `ramit_hf`; the architecture is the original authors' "
             f"([rami0205/RAMiT]({ORIGINAL_REPOSITORY})), whose repository states no license."
         ),
         "paper_url": PAPER_URL,
         "original_repository": ORIGINAL_REPOSITORY,
+        "version": __version__,
     }
     template = string.Template(_TEMPLATE.read_text(encoding="utf-8"))
     text = template.substitute(values)
@@ -245,8 +301,10 @@ def _complexity_table(c: Complexity) -> str:
 
 
 def _complexity_note(c: Complexity) -> str:
-    padded = "" if c.padded_size == c.input_size else (
-        f" The model pads the input to {_size(c.padded_size)} (a multiple of 32) and that is what is computed."
+    padded = (
+        ""
+        if c.padded_size == c.input_size
+        else (f" The model pads the input to {_size(c.padded_size)} (a multiple of 32) and that is what is computed.")
     )
     return (
         "Measured with `torch.utils.flop_counter.FlopCounterMode` on one forward pass (`ramit_hf.hub."
@@ -270,8 +328,9 @@ def _protocol(results, task) -> str:
         "",
     ]
     if channel == "Y":
-        lines.append(f"- PSNR and SSIM on the Y channel (BT.601), {protocol['crop_border']} pixels cropped from "
-                     "every border;")
+        lines.append(
+            f"- PSNR and SSIM on the Y channel (BT.601), {protocol['crop_border']} pixels cropped from every border;"
+        )
     else:
         lines.append(f"- PSNR and SSIM on {channel}, no border cropped;")
     for source in dict.fromkeys(_input_description(r) for r in results):
@@ -297,13 +356,17 @@ def _input_description(result) -> str:
 def _results_section(results, task) -> str:
     if not results:
         if task in _NO_TEST_SET:
-            how = ("With a paired test set (`LQ/` and `HQ/` folders with matching names), `ramit evaluate --model "
-                   "<this repo> --dataset <folder>` measures it under the original protocol.")
+            how = (
+                "With a paired test set (`LQ/` and `HQ/` folders with matching names), `ramit evaluate --model "
+                "<this repo> --dataset <folder>` measures it under the original protocol."
+            )
             return (
                 f"Not measured: {_NO_TEST_SET[task]}, so this card has no results (and no `model-index` entries). {how}"
             )
-        return ("Not measured yet, so this card has no results (and no `model-index` entries): `ramit evaluate "
-                "--model <this repo> --dataset <folder>` measures it under the original protocol.")
+        return (
+            "Not measured yet, so this card has no results (and no `model-index` entries): `ramit evaluate "
+            "--model <this repo> --dataset <folder>` measures it under the original protocol."
+        )
     metric = results[0].protocol["metric_channel"]
     denoising = any(r.protocol.get("sigma") is not None for r in results)
     header = ["Test set"] + (["σ"] if denoising else []) + ["Images", f"PSNR-{metric} (dB)", f"SSIM-{metric}"]
@@ -315,8 +378,13 @@ def _results_section(results, task) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     environments = sorted(
         {
-            (r.environment.get("ramit_hf"), r.environment.get("torch"), r.environment.get("device"),
-             r.environment.get("dtype"), r.environment.get("attention_backend"))
+            (
+                r.environment.get("ramit_hf"),
+                r.environment.get("torch"),
+                r.environment.get("device"),
+                r.environment.get("dtype"),
+                r.environment.get("attention_backend"),
+            )
             for r in results
         },
         key=str,

@@ -1,5 +1,4 @@
-"""Parameters and FLOPs of a model, measured with `torch.utils.flop_counter` at the size papers report.
-"""
+"""Parameters and FLOPs of a model, measured with `torch.utils.flop_counter` at the size papers report."""
 
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ from ..configuration_ramit import RamitConfig
 # Sizes the complexity is measured at: the convention of lightweight super-resolution papers (an output of
 # 1280 x 720, so the LR input is 1280 x 720 divided by the scale, rounded up) and 1280 x 720 for restoration.
 COMPLEXITY_OUTPUT_SIZE = (720, 1280)  # (height, width)
-
-
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,8 @@ class Complexity:
 
 def complexity_input_size(config: RamitConfig) -> tuple[int, int]:
     """The input (height, width) complexity is measured at: one whose output is `COMPLEXITY_OUTPUT_SIZE`."""
-    return tuple(math.ceil(side / config.upscale) for side in COMPLEXITY_OUTPUT_SIZE)
+    height, width = COMPLEXITY_OUTPUT_SIZE
+    return math.ceil(height / config.upscale), math.ceil(width / config.upscale)
 
 
 def measure_complexity(config: RamitConfig, input_size: tuple[int, int] | None = None) -> Complexity:

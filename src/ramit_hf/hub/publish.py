@@ -194,7 +194,7 @@ def push_to_hub(
             repo_id=repo_id,
             folder_path=folder,
             repo_type="model",
-            commit_message=commit_message or f"Upload {prepared.model.config.variant} {prepared.model.config.task} "
-            "(ramit_hf)",
+            commit_message=commit_message
+            or f"Upload {prepared.model.config.variant} {prepared.model.config.task} (ramit_hf)",
         )
     return PushResult(repo_id=repo_id, commit_url=str(getattr(commit, "commit_url", commit)), num_results=len(results))

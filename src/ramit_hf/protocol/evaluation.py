@@ -1,5 +1,4 @@
-"""The evaluation loop: a model over a `TestSet` with the paper's protocol, giving an `EvaluationResult`.
-"""
+"""The evaluation loop: a model over a `TestSet` with the paper's protocol, giving an `EvaluationResult`."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import platform
 import re
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +69,33 @@ def _safe_file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
 
 
+def _image_folder(save_images, overwrite: bool) -> Path | None:
+    """The folder restored images are written to: new, or empty unless `overwrite`."""
+    if save_images is None:
+        return None
+    output_dir = Path(save_images)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"{output_dir} exists and is not a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{output_dir} is not empty; pass overwrite to write into it")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+def _model_info(model, model_id: str | None, model_source: str | None) -> dict:
+    config = model.config
+    model_info = {
+        "id": model_id or model_id_from_source(model_source or getattr(config, "_name_or_path", "") or "model"),
+        "source": model_source or getattr(config, "_name_or_path", None) or None,
+        "variant": config.variant,
+        "task": config.task,
+        "scale": config.upscale,
+        "num_channels": config.num_channels,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return model_info
+
+
 @torch.no_grad()
 def evaluate_model(
     model,
@@ -87,29 +113,28 @@ def evaluate_model(
 
     Each input goes through :func:`ramit_hf.inference.restore_tensor` (symmetric padding to 32, forward, crop;
     tiled when `tile_size` is given, which changes the numbers slightly); the output is rounded to 8 bits as
-    :func:`ramit_hf.protocol.metrics.to_uint8` and compared with the ground truth by :func:`ramit_hf.protocol.metrics.psnr` and
-    :func:`~ramit_hf.protocol.metrics.ssim` under `test_set.protocol`. With `save_images`, each restored image is written as
-    `<name>.png` to that folder (which must be empty or new unless `overwrite`). A tqdm bar on stderr shows progress
-    unless `progress=False`.
+    :func:`ramit_hf.protocol.metrics.to_uint8` and compared with the ground truth by
+    :func:`~ramit_hf.protocol.metrics.psnr` and :func:`~ramit_hf.protocol.metrics.ssim` under `test_set.protocol`. With
+    `save_images`, each restored image is written as `<name>.png` to that folder (which must be empty or new unless
+    `overwrite`). A tqdm bar on stderr shows progress unless `progress=False`.
     """
     _check_fits(model, test_set)
     protocol = test_set.protocol
-    output_dir = None
-    if save_images is not None:
-        output_dir = Path(save_images)
-        if output_dir.exists() and not output_dir.is_dir():
-            raise FileExistsError(f"{output_dir} exists and is not a folder")
-        if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-            raise FileExistsError(f"{output_dir} is not empty; pass overwrite to write into it")
-        output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = _image_folder(save_images, overwrite)
 
     from tqdm.auto import tqdm
 
     model.eval()
     started = time.perf_counter()
     results: list[ImageResult] = []
-    bar = tqdm(total=len(test_set), desc=f"{test_set.name} {protocol.task}", unit="image", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(test_set),
+        desc=f"{test_set.name} {protocol.task}",
+        unit="image",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     try:
         for index in range(len(test_set)):
             sample = test_set[index]
@@ -139,23 +164,13 @@ def evaluate_model(
         bar.close()
     elapsed = time.perf_counter() - started
 
-    config = model.config
-    model_info = {
-        "id": model_id or model_id_from_source(model_source or getattr(config, "_name_or_path", "") or "model"),
-        "source": model_source or getattr(config, "_name_or_path", None) or None,
-        "variant": config.variant,
-        "task": config.task,
-        "scale": config.upscale,
-        "num_channels": config.num_channels,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
     protocol_info = {**protocol.to_dict(), "tile_size": tile_size, "tile_overlap": tile_overlap}
     return EvaluationResult(
-        model=model_info,
+        model=_model_info(model, model_id, model_source),
         dataset=test_set.describe(),
         protocol=protocol_info,
         images=results,
         environment=_environment(model),
-        date=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        date=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         elapsed_s=elapsed,
     )

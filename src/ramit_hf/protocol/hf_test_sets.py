@@ -1,5 +1,4 @@
-"""Benchmark sets from Hugging Face `datasets` (a ``save_to_disk`` folder or a Hub id) with image columns.
-"""
+"""Benchmark sets from Hugging Face `datasets` (a ``save_to_disk`` folder or a Hub id) with image columns."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from .task_protocol import NOISE
 TARGET_COLUMNS = ("hr", "hq", "gt", "target", "clean", "ground_truth", "image")
 INPUT_COLUMNS = ("lr", "lq", "input", "degraded", "noisy", "low")
 NAME_COLUMNS = ("name", "file_name", "filename", "image_name", "id")
-
 
 
 def load_hf_test_set(source, protocol, name, split, hr_column, lr_column, name_column, make_lr) -> TestSet:
@@ -52,7 +50,7 @@ def load_hf_test_set(source, protocol, name, split, hr_column, lr_column, name_c
         names = INPUT_COLUMNS
         if protocol.degradation == "bicubic":
             s = protocol.scale
-            names = (f"lr_x{s}", f"lq_x{s}", f"lr_{s}x", f"x{s}") + INPUT_COLUMNS
+            names = (f"lr_x{s}", f"lq_x{s}", f"lr_{s}x", f"x{s}", *INPUT_COLUMNS)
         input_column = lr_column or _pick_column(candidates, names, single_ok=False)
     if make_lr and (protocol.degradation != "bicubic" or lr_column is not None):
         raise TestSetError("make_lr applies to super-resolution without an LR column")

@@ -29,18 +29,18 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "to_uint8",
-    "rgb_to_y",
-    "gaussian_window",
-    "psnr",
-    "ssim",
-    "quantize_torch",
-    "rgb_to_y_torch",
-    "psnr_torch",
-    "ssim_torch",
     "batch_psnr_ssim",
     "evaluate_module_path",
+    "gaussian_window",
     "load_evaluate_metric",
+    "psnr",
+    "psnr_torch",
+    "quantize_torch",
+    "rgb_to_y",
+    "rgb_to_y_torch",
+    "ssim",
+    "ssim_torch",
+    "to_uint8",
 ]
 
 # BT.601 luma weights for 8-bit RGB (MATLAB rgb2ycbcr), and the offset of the luma range [16, 235].

@@ -28,7 +28,7 @@ from numbers import Real
 import numpy as np
 import torch
 
-__all__ = ["cubic", "output_size", "contributions", "modcrop", "imresize", "imresize_torch"]
+__all__ = ["contributions", "cubic", "imresize", "imresize_torch", "modcrop", "output_size"]
 
 # Taps of the unscaled cubic kernel (it is non-zero on (-2, 2)).
 _KERNEL_WIDTH = 4.0
@@ -60,7 +60,7 @@ def _check_scale(scale) -> tuple[float, float]:
 
 def output_size(in_size: int, scale: float) -> int:
     """MATLAB's output length for a scale factor: ``ceil(in_size * scale)``."""
-    return int(math.ceil(in_size * scale))
+    return math.ceil(in_size * scale)
 
 
 @lru_cache(maxsize=512)
@@ -80,7 +80,7 @@ def contributions(in_size: int, out_size: int, scale: float, antialias: bool = T
     x = np.arange(1, out_size + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1.0 - 1.0 / scale)
     left = np.floor(u - kernel_width / 2.0)
-    taps = int(math.ceil(kernel_width)) + 2
+    taps = math.ceil(kernel_width) + 2
     indices = left[:, None] + np.arange(taps, dtype=np.float64)[None, :]
     distance = u[:, None] - indices
     weights = scale * cubic(scale * distance) if stretch else cubic(distance)

@@ -18,7 +18,6 @@ SCHEMA = "ramit-hf/evaluation"
 SCHEMA_VERSION = 1
 
 
-
 # ----------------------------------------------------------------------------------------------
 # evaluation
 
@@ -91,7 +90,7 @@ class EvaluationResult:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EvaluationResult":
+    def from_dict(cls, data: dict) -> EvaluationResult:
         if data.get("schema") != SCHEMA:
             raise ValueError(f"not a {SCHEMA} document (schema {data.get('schema')!r})")
         if data.get("schema_version") != SCHEMA_VERSION:

@@ -35,8 +35,6 @@ class TestSetError(ValueError):
     __test__ = False  # not a pytest test class
 
 
-
-
 # ----------------------------------------------------------------------------------------------
 # images and degradations
 
@@ -86,8 +84,6 @@ rgb_to_gray_opencv = rgb_to_gray
 def _to_model_input(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, C) -> float32 (C, H, W) in [0, 1]: value / 255, as the original test code divides."""
     return torch.from_numpy(image.transpose(2, 0, 1).copy()) / 255  # copy: PIL's arrays are read-only
-
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,7 +198,7 @@ class TestSet(Sequence):
         for index in range(len(self)):
             yield self[index]
 
-    def select(self, indices) -> "TestSet":
+    def select(self, indices) -> TestSet:
         """A test set of the images at `indices` (e.g. `range(2)` for a quick check), in that order."""
         entries = [self._entries[i] for i in indices]
         return TestSet(self.name, self.source, entries, self.protocol, self.input_kind, self.input_source, self.split)

@@ -27,7 +27,7 @@ import torch
 from ..configuration_ramit import TASK_UPSCALE, TASKS
 
 _DENOISING = ("color-dn", "gray-dn")
-_Y_CHANNEL = tuple(TASK_UPSCALE) + ("derain",)
+_Y_CHANNEL = (*tuple(TASK_UPSCALE), "derain")
 
 QUANTIZATION = "output clamped to [0, 1], x255 in float32, rounded half to even to uint8 (metrics.to_uint8)"
 PADDING = "symmetric (bottom/right) to a multiple of 32, output cropped (inference.restore_tensor)"
@@ -35,7 +35,6 @@ NOISE = (
     "per image: torch.Generator('cpu').manual_seed(noise_seed); noise = randn(C, H, W) * sigma / 255 (float32), "
     "added to the image in [0, 1], not clipped or quantised"
 )
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,8 +124,6 @@ class Protocol:
         if self.sigma is not None:
             text += f", Gaussian noise sigma {self.sigma} (seed {self.noise_seed} per image)"
         return text
-
-
 
 
 def add_gaussian_noise(image: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:

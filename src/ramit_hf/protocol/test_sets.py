@@ -25,7 +25,6 @@ PAIRED_INPUT_FOLDERS = ("LQ", "LR", "input", "degraded")
 # Column names of a `datasets` dataset, matched case-insensitively.
 
 
-
 def load_test_set(
     source: str | os.PathLike,
     protocol: Protocol,
@@ -79,9 +78,7 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _load_folder(
-    path: Path, source: str, protocol: Protocol, name: str | None, lr_dir, make_lr: bool
-) -> TestSet:
+def _load_folder(path: Path, source: str, protocol: Protocol, name: str | None, lr_dir, make_lr: bool) -> TestSet:
     if list_images(path):
         target_dir, root = path, path
         set_name = path.resolve().parent.name if path.name.lower() in (t.lower() for t in TARGET_FOLDERS) else path.name
@@ -132,8 +129,9 @@ def _find_input_folder(root: Path, target_dir: Path, protocol: Protocol, lr_dir,
             return None
         scale = protocol.scale
         found = sorted(
-            p for p in root.glob("*/*") if p.is_dir() and p.parent.name.lower().startswith("lr")
-            and p.name.lower() == f"x{scale}"
+            p
+            for p in root.glob("*/*")
+            if p.is_dir() and p.parent.name.lower().startswith("lr") and p.name.lower() == f"x{scale}"
         )
         if len(found) > 1:
             listed = ", ".join(_relative(p, root) for p in found)

@@ -1,5 +1,4 @@
-"""The model card written at the end of a training run: recipe, data and final metrics.
-"""
+"""The model card written at the end of a training run: recipe, data and final metrics."""
 
 from __future__ import annotations
 

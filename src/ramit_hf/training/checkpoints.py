@@ -1,5 +1,4 @@
-"""Output folders, checkpoints and exact resume of a training run.
-"""
+"""Output folders, checkpoints and exact resume of a training run."""
 
 from __future__ import annotations
 
@@ -13,14 +12,19 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 RUN_FILE = "ramit_run.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 # recipe fields that may change when a run is resumed (they do not change which patches or steps are trained)
-RESUMABLE_CHANGES = ("max_steps", "dataloader_num_workers", "logging_steps", "image_cache_mb", "trace_data",
-                     "save_total_limit", "description")
+RESUMABLE_CHANGES = (
+    "max_steps",
+    "dataloader_num_workers",
+    "logging_steps",
+    "image_cache_mb",
+    "trace_data",
+    "save_total_limit",
+    "description",
+)
 
 
 class TrainingSetupError(ValueError):
     """A training run that cannot start (output folder, resume, model); the message says what to do."""
-
-
 
 
 # --------------------------------------------------------------------------------------------------

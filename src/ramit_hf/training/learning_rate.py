@@ -1,5 +1,4 @@
-"""The paper's learning rate: linear scaling with the total batch, warm-up, and halvings at milestones.
-"""
+"""The paper's learning rate: linear scaling with the total batch, warm-up, and halvings at milestones."""
 
 from __future__ import annotations
 

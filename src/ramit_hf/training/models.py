@@ -1,5 +1,4 @@
-"""The model a run trains: a recipe's configuration, from scratch or initialised from any model source.
-"""
+"""The model a run trains: a recipe's configuration, from scratch or initialised from any model source."""
 
 from __future__ import annotations
 
@@ -38,8 +37,10 @@ def model_config(recipe: Recipe, base: RamitConfig | None = None) -> RamitConfig
     fields.update({name: getattr(task_config, name) for name in _TASK_FIELDS})
     unknown = [k for k in recipe.model if k not in _CONFIG_FIELDS]
     if unknown:
-        raise RecipeError(f"recipe {recipe.name!r}: unknown model field(s) {', '.join(unknown)}; RamitConfig has "
-                          f"{', '.join(_CONFIG_FIELDS)}")
+        raise RecipeError(
+            f"recipe {recipe.name!r}: unknown model field(s) {', '.join(unknown)}; RamitConfig has "
+            f"{', '.join(_CONFIG_FIELDS)}"
+        )
     fields.update(recipe.model)
     if recipe.attention_backend is not None:
         fields["attention_backend"] = recipe.attention_backend
@@ -79,7 +80,8 @@ def build_model(recipe: Recipe) -> tuple[RamitForImageRestoration, str]:
         raise TrainingSetupError(
             f"cannot initialise a {config.variant or 'RAMiT'} {config.task} model from {recipe.init_from} "
             f"({source.config.variant} {source.config.task}): {len(problems)} parameters do not fit: "
-            + ", ".join(problems[:6]) + (" ..." if len(problems) > 6 else "")
+            + ", ".join(problems[:6])
+            + (" ..." if len(problems) > 6 else "")
         )
     model.load_state_dict(copied, strict=False)
     head = "its weights" if same_task else "its weights except the reconstruction head (fresh)"

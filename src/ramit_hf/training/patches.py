@@ -153,10 +153,7 @@ class RestorationPatchDataset(torch.utils.data.Dataset):
                 lr_h, lr_w = min(lr_h, lq.shape[0]), min(lr_w, lq.shape[1])
             top, left = int(rng.integers(0, lr_h - p + 1)), int(rng.integers(0, lr_w - p + 1))
             target = hq[top * s : (top + p) * s, left * s : (left + p) * s]
-            if lq is not None:
-                inp = lq[top : top + p, left : left + p]
-            else:
-                inp = downscale_region(hq, s, top, left, p)
+            inp = lq[top : top + p, left : left + p] if lq is not None else downscale_region(hq, s, top, left, p)
         else:
             top = int(rng.integers(0, hq.shape[0] - p + 1))
             left = int(rng.integers(0, hq.shape[1] - p + 1))
@@ -185,12 +182,16 @@ class RestorationPatchDataset(torch.utils.data.Dataset):
     def _trace(self, index: int, plan: ItemPlan, rows: list[int]) -> None:
         rank = int(os.environ.get("RANK", "0"))
         self.trace_dir.mkdir(parents=True, exist_ok=True)
-        record = {"item": index, "step": plan.step, "epoch": plan.epoch, "patch_size": plan.patch_size,
-                  "positions": [plan.positions.start, plan.positions.stop], "images": [self.names[r] for r in rows]}
+        record = {
+            "item": index,
+            "step": plan.step,
+            "epoch": plan.epoch,
+            "patch_size": plan.patch_size,
+            "positions": [plan.positions.start, plan.positions.stop],
+            "images": [self.names[r] for r in rows],
+        }
         with open(self.trace_dir / f"rank{rank}.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
-
-
 
 
 def collate_batches(features: list[dict]) -> dict[str, torch.Tensor]:

@@ -35,7 +35,7 @@ from .models import build_model
 from .patches import RestorationPatchDataset
 from .recipes import Recipe, load_recipe
 from .schedule import ProgressiveSchedule
-from .sources import check_sizes, load_source
+from .sources import ImageSource, check_sizes, load_source
 from .trainer import CadenceCallback, RamitTrainer, WeightsDigestCallback
 from .validation import eval_protocol, validation_dataset
 
@@ -123,46 +123,127 @@ def prepare_training(
     `TrainingArguments` (e.g. `disable_tqdm=True`).
     """
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    _check_warm_start(recipe)
+    output_dir = Path(output_dir or f"ramit-{recipe.name}")
+    resume_from = resolve_resume(output_dir, resume)
+    check_output_dir(output_dir, resume_from is not None, overwrite)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    sources = dict(split=train_split, hq_column=hq_column, lq_column=lq_column)
+    data = _prepare_data(recipe, train_data, train_lq, val_data, val_lq, val_split, sources, output_dir, world_size)
+    model, init_note = build_model(recipe)
+
+    schedule = data.schedule
+    lr = paper_learning_rate(recipe, schedule)
+    base_lr = peak_learning_rate(recipe, schedule.phases[0].total_batch, schedule.phases[0].total_batch)
+    has_eval = data.eval_dataset is not None
+    arguments = _training_arguments(recipe, schedule, output_dir, has_eval, world_size, base_lr, report_to)
+    arguments.update(training_arguments)
+    args = TrainingArguments(**arguments)
+    if args.world_size != world_size:
+        raise TrainingSetupError(f"WORLD_SIZE says {world_size} processes but the Trainer sees {args.world_size}")
+
+    run_info = {
+        "recipe": recipe.to_dict(),
+        "train_data": data.train_source.description,
+        "train_images": len(data.train_source),
+        "samples_per_epoch": schedule.samples_per_epoch,
+        "world_size": world_size,
+        "gradient_accumulation_steps": recipe.gradient_accumulation_steps,
+        "val_data": data.val_source.description if data.val_source is not None else None,
+        "init_note": init_note,
+    }
+    if resume_from is not None:
+        check_resumable(output_dir, run_info)
+    _prepare_output_dir(args, output_dir, run_info, fresh=overwrite and resume_from is None)
+
+    all_callbacks = [CadenceCallback(_cadence(recipe, schedule), evaluate=has_eval), *list(callbacks or [])]
+    if data.trace_dir is not None:
+        all_callbacks.append(WeightsDigestCallback(data.trace_dir))
+    trainer = RamitTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train_dataset,
+        eval_dataset=data.eval_dataset,
+        loss=recipe.loss,
+        charbonnier_eps=recipe.charbonnier_eps,
+        lr_lambda=lambda step: lr(step) / base_lr,
+        head_only_steps=schedule.step_at_epoch(recipe.warm_start_epochs) if recipe.warm_start_epochs else 0,
+        schedule=schedule,
+        eval_protocol=eval_protocol(recipe.task),
+        callbacks=all_callbacks,
+    )
+    return TrainingRun(
+        recipe=recipe,
+        trainer=trainer,
+        schedule=schedule,
+        output_dir=output_dir,
+        resume_from=resume_from,
+        init_note=init_note,
+        train_description=data.train_source.description,
+        val_description=data.val_source.description if data.val_source is not None else None,
+    )
+
+
+def _check_warm_start(recipe: Recipe) -> None:
     if recipe.warm_start_epochs and recipe.init_from is None:
         raise TrainingSetupError(
             f"recipe {recipe.name} warm-starts from a trained model for {recipe.warm_start_epochs} epochs: pass "
             "--init-from (e.g. an sr-x2 model folder or RAMiT_X2.pth), or --set warm_start_epochs=0 to train from "
             "scratch"
         )
-    output_dir = Path(output_dir or f"ramit-{recipe.name}")
-    resume_from = resolve_resume(output_dir, resume)
-    check_output_dir(output_dir, resume_from is not None, overwrite)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
 
-    train_source = load_source(train_data, train_lq, task=recipe.task, split=train_split, hq_column=hq_column,
-                               lq_column=lq_column)
+
+@dataclass
+class _RunData:
+    train_source: ImageSource
+    schedule: ProgressiveSchedule
+    train_dataset: RestorationPatchDataset
+    val_source: ImageSource | None
+    eval_dataset: object | None
+    trace_dir: Path | None
+
+
+def _prepare_data(recipe, train_data, train_lq, val_data, val_lq, val_split, sources, output_dir, world_size):
+    """The training patches laid out by the schedule, and the validation images (checked before any training)."""
+    train_source = load_source(train_data, train_lq, task=recipe.task, **sources)
     check_sizes(train_source, recipe.task)  # pairs first: the patch size is checked once the schedule is known
     samples_per_epoch = int(len(train_source) * recipe.dataset_repeat)
     schedule = ProgressiveSchedule(
-        samples_per_epoch, recipe.epochs, recipe.phase_epochs, recipe.patch_sizes, recipe.batch_sizes,
-        world_size=world_size, gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        samples_per_epoch,
+        recipe.epochs,
+        recipe.phase_epochs,
+        recipe.patch_sizes,
+        recipe.batch_sizes,
+        world_size=world_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
         max_steps=recipe.max_steps,
     )
     trace_dir = output_dir / "data_trace" if recipe.trace_data else None
     train_dataset = RestorationPatchDataset(
-        train_source, schedule, recipe.task, seed=recipe.seed, noise_sigma=recipe.noise_sigma,
-        augment=recipe.augment, image_cache_mb=recipe.image_cache_mb, trace_dir=trace_dir,
+        train_source,
+        schedule,
+        recipe.task,
+        seed=recipe.seed,
+        noise_sigma=recipe.noise_sigma,
+        augment=recipe.augment,
+        image_cache_mb=recipe.image_cache_mb,
+        trace_dir=trace_dir,
     )
     eval_dataset = val_source = None
     if val_data is not None:
-        val_source = load_source(val_data, val_lq, task=recipe.task, split=val_split, hq_column=hq_column,
-                                 lq_column=lq_column)
+        val_source = load_source(val_data, val_lq, task=recipe.task, **{**sources, "split": val_split})
         eval_dataset = validation_dataset(val_source, recipe.task, recipe.val_noise_sigma, recipe.max_val_images)
+    return _RunData(train_source, schedule, train_dataset, val_source, eval_dataset, trace_dir)
 
-    model, init_note = build_model(recipe)
 
-    lr = paper_learning_rate(recipe, schedule)
-    base_lr = peak_learning_rate(recipe, schedule.phases[0].total_batch, schedule.phases[0].total_batch)
+def _cadence(recipe: Recipe, schedule: ProgressiveSchedule) -> list[int]:
+    """The steps after which a checkpoint is saved (and the model validated)."""
     if recipe.eval_steps is not None:
-        cadence = list(range(recipe.eval_steps, schedule.num_steps + 1, recipe.eval_steps))
-    else:
-        cadence = [s for s in schedule.epoch_end_steps(recipe.eval_every_epochs) if s <= schedule.num_steps]
-    has_eval = eval_dataset is not None
+        return list(range(recipe.eval_steps, schedule.num_steps + 1, recipe.eval_steps))
+    return [s for s in schedule.epoch_end_steps(recipe.eval_every_epochs) if s <= schedule.num_steps]
+
+
+def _training_arguments(recipe, schedule, output_dir: Path, has_eval: bool, world_size: int, base_lr, report_to):
     arguments = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=1,
@@ -199,27 +280,15 @@ def prepare_training(
         # on a CPU-only machine, say so: accelerate then runs a multi-process launch as data-parallel CPU training
         # (gloo) and allows bf16 autocast on CPU
         arguments.update(use_cpu=True, ddp_backend="gloo" if world_size > 1 else None)
-    arguments.update(training_arguments)
-    args = TrainingArguments(**arguments)
-    if args.world_size != world_size:
-        raise TrainingSetupError(f"WORLD_SIZE says {world_size} processes but the Trainer sees {args.world_size}")
+    return arguments
 
-    run_info = {
-        "recipe": recipe.to_dict(),
-        "train_data": train_source.description,
-        "train_images": len(train_source),
-        "samples_per_epoch": samples_per_epoch,
-        "world_size": world_size,
-        "gradient_accumulation_steps": recipe.gradient_accumulation_steps,
-        "val_data": val_source.description if val_source is not None else None,
-        "init_note": init_note,
-    }
-    if resume_from is not None:
-        check_resumable(output_dir, run_info)
+
+def _prepare_output_dir(args: TrainingArguments, output_dir: Path, run_info: dict, fresh: bool) -> None:
+    """Clear (`fresh`) or tidy the output folder and write the run's description, on the first process only."""
     # every process has checked the folder before the first one writes to it
     args.distributed_state.wait_for_everyone()
     if args.process_index == 0:
-        if overwrite and resume_from is None and output_dir.is_dir():
+        if fresh and output_dir.is_dir():
             clear_folder(output_dir)
         for stale in incomplete_checkpoints(output_dir) if output_dir.is_dir() else []:
             logger.warning(f"removing {stale}: a run was interrupted while writing it")
@@ -227,33 +296,6 @@ def prepare_training(
         output_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(output_dir / RUN_FILE, json.dumps(run_info, indent=2, default=str), overwrite=True)
     args.distributed_state.wait_for_everyone()
-
-    all_callbacks = [CadenceCallback(cadence, evaluate=has_eval)] + list(callbacks or [])
-    if trace_dir is not None:
-        all_callbacks.append(WeightsDigestCallback(trace_dir))
-    trainer = RamitTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        loss=recipe.loss,
-        charbonnier_eps=recipe.charbonnier_eps,
-        lr_lambda=lambda step: lr(step) / base_lr,
-        head_only_steps=schedule.step_at_epoch(recipe.warm_start_epochs) if recipe.warm_start_epochs else 0,
-        schedule=schedule,
-        eval_protocol=eval_protocol(recipe.task),
-        callbacks=all_callbacks,
-    )
-    return TrainingRun(
-        recipe=recipe,
-        trainer=trainer,
-        schedule=schedule,
-        output_dir=output_dir,
-        resume_from=resume_from,
-        init_note=init_note,
-        train_description=train_source.description,
-        val_description=val_source.description if val_source is not None else None,
-    )
 
 
 def train(recipe: Recipe | str, train_data, val_data=None, output_dir=None, **kwargs) -> TrainingRun:

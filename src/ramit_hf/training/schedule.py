@@ -1,5 +1,4 @@
-"""The schedule of a run: which patch and batch size each step trains on (the paper's progressive phases).
-"""
+"""The schedule of a run: which patch and batch size each step trains on (the paper's progressive phases)."""
 
 from __future__ import annotations
 
@@ -79,8 +78,9 @@ class ProgressiveSchedule:
                     f"(phase {index + 1}); raise dataset_repeat or add images"
                 )
             steps = per_epoch * (end - start)
-            phases.append(Phase(index, start, end, patch_sizes[index], batch_sizes[index], total, per_epoch, step,
-                                step + steps))
+            phases.append(
+                Phase(index, start, end, patch_sizes[index], batch_sizes[index], total, per_epoch, step, step + steps)
+            )
             step += steps
         self.phases = phases
         self.total_steps = step
@@ -92,7 +92,8 @@ class ProgressiveSchedule:
     def __repr__(self) -> str:
         phases = ", ".join(
             f"epochs {p.start_epoch}-{p.end_epoch}: patch {p.patch_size} x {p.total_batch} ({p.steps_per_epoch} "
-            "steps/epoch)" for p in self.phases
+            "steps/epoch)"
+            for p in self.phases
         )
         return f"ProgressiveSchedule({self.num_steps} of {self.total_steps} steps; {phases})"
 

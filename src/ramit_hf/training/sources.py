@@ -196,15 +196,17 @@ def load_source(
     if isinstance(data, datasets.Dataset):
         dataset = _from_datasets(data, "the given dataset", hq_column, lq_column)
         description = "a datasets.Dataset"
-    elif Path(data).is_dir() and not (Path(data) / "dataset_info.json").is_file() and not (
-        Path(data) / "dataset_dict.json"
-    ).is_file():
+    elif (
+        Path(data).is_dir()
+        and not (Path(data) / "dataset_info.json").is_file()
+        and not (Path(data) / "dataset_dict.json").is_file()
+    ):
         hq_dir, lq_dir = folder_layout(data, task)
         lq_dir = Path(lq) if lq is not None else lq_dir
         hq_files = list_images(hq_dir)
         if lq_dir is not None:
             pairs = pair_files(hq_files, list_images(lq_dir), scale)
-            dataset = _from_files([h for h, _ in pairs], [l for _, l in pairs], [h.stem for h, _ in pairs])
+            dataset = _from_files([h for h, _ in pairs], [lq for _, lq in pairs], [h.stem for h, _ in pairs])
             description = f"{hq_dir} + {lq_dir}"
         else:
             dataset = _from_files(hq_files, None, [p.stem for p in hq_files])
@@ -261,11 +263,13 @@ def check_sizes(source: ImageSource, task: str, patch_size: int | None = None) -
     scale = task_scale(task)
     mismatched, small = [], []
     names = source.dataset["name"]
-    for name, (hq, lq) in zip(names, source.sizes):
+    for name, (hq, lq) in zip(names, source.sizes, strict=True):
         if lq is not None:
             if scale == 1 and lq != hq:
                 mismatched.append(f"{name} (HQ {hq[1]}x{hq[0]}, LQ {lq[1]}x{lq[0]})")
-            elif scale > 1 and any(l not in (h // scale, math.ceil(h / scale)) for h, l in zip(hq, lq)):
+            elif scale > 1 and any(
+                side_lr not in (side // scale, math.ceil(side / scale)) for side, side_lr in zip(hq, lq, strict=True)
+            ):
                 mismatched.append(
                     f"{name} (HR {hq[1]}x{hq[0]}, LR {lq[1]}x{lq[0]}; expected {hq[1] // scale}x{hq[0] // scale})"
                 )

@@ -1,5 +1,4 @@
-"""Validation data: whole images paired with their degraded inputs, scored with each task's published protocol.
-"""
+"""Validation data: whole images paired with their degraded inputs, scored with each task's published protocol."""
 
 from __future__ import annotations
 
@@ -28,8 +27,6 @@ def eval_protocol(task: str) -> tuple[int, bool]:
     deraining on luma, the others on all channels."""
     task_scale(task)
     return TASK_EVAL_PROTOCOL[task]
-
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -67,7 +64,7 @@ class ValidationPairs:
     def __call__(self, batch: dict) -> dict:
         decode = DecodeImages(self.num_channels)(batch)
         lqs = decode.get("lq", [None] * len(decode["hq"]))
-        pairs = [self.pair(hq, lq) for hq, lq in zip(decode["hq"], lqs)]
+        pairs = [self.pair(hq, lq) for hq, lq in zip(decode["hq"], lqs, strict=True)]
         return {"pixel_values": [p[0] for p in pairs], "labels": [p[1] for p in pairs]}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -57,22 +58,27 @@ class Recipe:
     # schedule
     epochs: int = _field(500, "int", "length of the schedule in epochs")
     warmup_epochs: float = _field(20, "float", "linear learning-rate warm-up from 0, in epochs (after the warm start)")
-    milestones: list = _field(None, "float_list", "epochs (after the warm start) at which the learning rate halves",
-                              default_factory=list)
+    milestones: list = _field(
+        None, "float_list", "epochs (after the warm start) at which the learning rate halves", default_factory=list
+    )
     lr_per_64: float = _field(4e-4, "float", "learning rate for a total batch of 64 patches, scaled linearly")
     learning_rate: float | None = _field(
         None, "opt_float", "peak learning rate of the first phase, instead of lr_per_64"
     )
     patch_sizes: list = _field(None, "int_list", "low-quality patch side per phase", default_factory=lambda: [64])
     batch_sizes: list = _field(None, "int_list", "patches per device per phase", default_factory=lambda: [32])
-    phase_epochs: list = _field(None, "int_list", "epoch at which each phase starts (the first is 0)",
-                                default_factory=lambda: [0])
+    phase_epochs: list = _field(
+        None, "int_list", "epoch at which each phase starts (the first is 0)", default_factory=lambda: [0]
+    )
     dataset_repeat: float = _field(1.0, "float", "patches per training image per epoch")
     max_steps: int | None = _field(None, "opt_int", "stop after this many optimizer steps (the schedule is unchanged)")
     gradient_accumulation_steps: int = _field(1, "int", "micro-batches per optimizer step")
     # data
-    noise_sigma: list | None = _field(None, "opt_float_list", "[low, high]: Gaussian noise sigma (0-255 scale) drawn "
-                                      "uniformly per patch and added to the input")
+    noise_sigma: list | None = _field(
+        None,
+        "opt_float_list",
+        "[low, high]: Gaussian noise sigma (0-255 scale) drawn uniformly per patch and added to the input",
+    )
     val_noise_sigma: float = _field(25.0, "float", "noise sigma of the validation inputs of denoising tasks")
     augment: bool = _field(True, "bool", "random horizontal flip and 90-degree rotation of each patch pair")
     max_val_images: int | None = _field(None, "opt_int", "use only the first N validation images")
@@ -140,7 +146,7 @@ class Recipe:
                 f"patch_sizes {self.patch_sizes}, batch_sizes {self.batch_sizes} and phase_epochs {self.phase_epochs} "
                 "need one entry per phase"
             )
-        elif self.phase_epochs[0] != 0 or any(b <= a for a, b in zip(self.phase_epochs, self.phase_epochs[1:])):
+        elif self.phase_epochs[0] != 0 or any(b <= a for a, b in itertools.pairwise(self.phase_epochs)):
             problems.append(f"phase_epochs must start at 0 and increase, got {self.phase_epochs}")
         if any(p < 8 for p in self.patch_sizes) or any(b < 1 for b in self.batch_sizes):
             problems.append(

@@ -8,6 +8,7 @@ from the installed package, so it also works from evaluate's module cache). Load
 import datasets
 import evaluate
 import numpy as np
+
 from ramit_hf.protocol.metrics import psnr, ssim
 
 _DESCRIPTION = """\
@@ -83,7 +84,7 @@ class RamitImageQuality(evaluate.Metric):
 
     def _compute(self, predictions, references, crop_border=0, test_y_channel=False):
         psnrs, ssims = [], []
-        for i, (pred, ref) in enumerate(zip(predictions, references)):
+        for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
             pred = _to_array(pred, "predictions", i)
             ref = _to_array(ref, "references", i)
             psnrs.append(psnr(pred, ref, crop_border=crop_border, test_y_channel=test_y_channel))

@@ -1,0 +1,24 @@
+"""The paper's test-time protocol for one batch, the step every restoration path shares: symmetric padding to the
+model's multiple, forward, crop. Whole images (`inference.restore_tensor`) and each tile (`tiling.restore_tiled`) go
+through it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .image_processing_ramit import symmetric_pad
+
+
+@torch.no_grad()
+def restore_whole(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) images in [0, 1] -> (B, C, H * s, W * s) restored, unclamped, float32 on the input's device."""
+    height, width = pixel_values.shape[-2:]
+    parameter = next(model.parameters())
+    padded = symmetric_pad(pixel_values.to(parameter.device, parameter.dtype), model.config.pad_multiple)
+    out = model(pixel_values=padded).reconstruction
+    scale = model.config.upscale
+    return out[..., : height * scale, : width * scale].to(pixel_values.device, torch.float32)
+
+
+__all__ = ["restore_whole"]
