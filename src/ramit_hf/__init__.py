@@ -13,7 +13,7 @@ from .configuration_ramit import PRESETS, TASKS, VARIANTS, RamitConfig
 from .convert import CheckpointError, convert_original_checkpoint
 from .image_processing_ramit import RamitImageProcessor
 from .inference import ModelLoadError, load_model, restore_tensor
-from .modeling_ramit import RamitForImageRestoration, RamitModel, RamitPreTrainedModel
+from .modeling_ramit import RamitForImageRestoration, RamitModel, RamitPreTrainedModel, RamitWeightsError
 from .pipeline_image_restoration import ImageRestorationPipeline
 from .protocol.resize import imresize
 
@@ -74,6 +74,7 @@ __all__ = [
     "RamitModel",
     "RamitPreTrainedModel",
     "RamitTrainer",
+    "RamitWeightsError",
     "__version__",
     "convert_original_checkpoint",
     "imresize",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import math
 
 from transformers import PreTrainedConfig
 
@@ -60,6 +62,110 @@ def preset_name(variant: str, task: str) -> str:
     raise ValueError(
         f"no original RAMiT setting for variant {variant!r} and task {task!r}; the settings are: {released}"
     )
+
+
+def _integer(low: int, high: int):
+    def check(name, value):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"{name} must be an integer from {low} to {high}, got {value!r}"
+        return None
+
+    return check
+
+
+def _number(low: float, high: float, low_open: bool = False, optional: bool = False):
+    def check(name, value):
+        if value is None and optional:
+            return None
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        if ok and (value > high or value < low or (low_open and value == low)):
+            ok = False
+        if not ok:
+            interval = f"{'(' if low_open else '['}{low}, {high}]"
+            return f"{name} must be a number in {interval}{' or null' if optional else ''}, got {value!r}"
+        return None
+
+    return check
+
+
+def _choice(*options, named: bool = False):
+    def check(name, value):
+        if value not in options or isinstance(value, bool) != any(isinstance(o, bool) for o in options):
+            if named:
+                return f"unknown {name} {value!r}; choose one of {', '.join(map(str, options))}"
+            listed = [repr(o) if isinstance(o, str) else str(o) for o in options]
+            return f"{name} must be {', '.join(listed[:-1])} or {listed[-1]}, got {value!r}"
+        return None
+
+    return check
+
+
+def _stages(low: int, high: int):
+    def check(name, value):
+        if not isinstance(value, list) or len(value) != 4:
+            return f"{name} needs 4 stages, got {value!r}"
+        for entry in value:
+            if isinstance(entry, bool) or not isinstance(entry, int) or not low <= entry <= high:
+                return f"every entry of {name} must be an integer from {low} to {high}, got {value!r}"
+        return None
+
+    return check
+
+
+def _statistics(positive: bool):
+    def check(name, value):
+        if not isinstance(value, list) or not value:
+            return f"{name} must be a list of numbers, got {value!r}"
+        for entry in value:
+            if isinstance(entry, bool) or not isinstance(entry, (int, float)) or not math.isfinite(entry):
+                return f"{name} must hold finite numbers, got {value!r}"
+            if positive and entry <= 0:
+                return f"{name} must hold positive numbers, got {value!r}"
+        return None
+
+    return check
+
+
+def _optional(rule):
+    def check(name, value):
+        return None if value is None else rule(name, value)
+
+    return check
+
+
+# Every field and what it may hold. The upper bounds are far above the paper's settings (embed_dim 64, depths of
+# at most 6, 4 heads, 8-pixel windows) yet keep a configuration file from building a model of hundreds of millions of
+# parameters, which no RAMiT checkpoint is.
+_FIELD_RULES = {
+    "num_channels": _choice(1, 3),
+    "embed_dim": _integer(16, 512),
+    "depths": _stages(1, 32),
+    "num_heads": _stages(1, 64),
+    "channel_head_ratio": _number(0.0, 1.0),
+    "window_size": _integer(1, 64),
+    "mlp_ratio": _number(0.0, 16.0, low_open=True),
+    "qkv_bias": _choice(True, False),
+    "mobivari_version": _choice(1, 2),
+    "mobivari_expansion_factor": _number(0.0, 16.0, low_open=True),
+    "mobivari_expand_groups": _integer(1, 512),
+    "fusion_expansion_factor": _number(0.0, 16.0, low_open=True, optional=True),
+    "fusion_expand_groups": _optional(_integer(1, 512)),
+    "num_reconstruction_mobivari": _integer(0, 16),
+    "reciprocal_helper": _choice(True, False),
+    "upscale": _choice(1, 2, 3, 4),
+    "image_mean": _statistics(positive=False),
+    "image_std": _statistics(positive=True),
+    "normalize_input": _choice(True, False),
+    "hidden_act": _choice("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "leaky_relu"),
+    "mobivari_act": _choice("leaky_relu", "gelu", "relu", "silu"),
+    "layer_norm_eps": _number(0.0, 0.1, low_open=True),
+    "attention_dropout": _number(0.0, 0.99),
+    "projection_dropout": _number(0.0, 0.99),
+    "drop_path_rate": _number(0.0, 0.99),
+    "task": _optional(_choice(*TASKS, named=True)),
+    "variant": _optional(_choice(*VARIANTS, named=True)),
+    "attention_backend": _choice("faithful", "fused"),
+}
 
 
 class RamitConfig(PreTrainedConfig):
@@ -181,8 +287,8 @@ class RamitConfig(PreTrainedConfig):
     ):
         self.num_channels = num_channels
         self.embed_dim = embed_dim
-        self.depths = list(depths)
-        self.num_heads = list(num_heads)
+        self.depths = list(depths) if isinstance(depths, (list, tuple)) else depths
+        self.num_heads = list(num_heads) if isinstance(num_heads, (list, tuple)) else num_heads
         self.channel_head_ratio = channel_head_ratio
         self.window_size = window_size
         self.mlp_ratio = mlp_ratio
@@ -195,8 +301,8 @@ class RamitConfig(PreTrainedConfig):
         self.num_reconstruction_mobivari = num_reconstruction_mobivari
         self.reciprocal_helper = reciprocal_helper
         self.upscale = upscale
-        self.image_mean = list(image_mean)
-        self.image_std = list(image_std)
+        self.image_mean = list(image_mean) if isinstance(image_mean, (list, tuple)) else image_mean
+        self.image_std = list(image_std) if isinstance(image_std, (list, tuple)) else image_std
         self.normalize_input = normalize_input
         self.hidden_act = hidden_act
         self.mobivari_act = mobivari_act
@@ -214,22 +320,26 @@ class RamitConfig(PreTrainedConfig):
         super().__init__(**kwargs)
         self._validate()
 
+    @classmethod
+    def _dict_from_json_file(cls, json_file):
+        try:
+            data = super()._dict_from_json_file(json_file)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{json_file} is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{json_file} is not a configuration: it holds a JSON {type(data).__name__}, not an object"
+            )
+        return data
+
     def _validate(self) -> None:
-        problems = []
-        if self.num_channels not in (1, 3):
-            problems.append(f"num_channels must be 1 or 3, got {self.num_channels}")
-        if self.upscale not in (1, 2, 3, 4):
-            problems.append(f"upscale must be 1, 2, 3 or 4, got {self.upscale}")
-        if self.mobivari_version not in (1, 2):
-            problems.append(f"mobivari_version must be 1 or 2, got {self.mobivari_version}")
-        if len(self.depths) != 4 or len(self.num_heads) != 4:
-            problems.append(f"depths and num_heads need 4 stages, got {self.depths} and {self.num_heads}")
-        if any(depth < 1 for depth in self.depths):
-            problems.append(f"every stage needs at least one block, got depths {self.depths}")
+        problems = [problem for name, rule in _FIELD_RULES.items() if (problem := rule(name, getattr(self, name)))]
+        if problems:  # the rest assumes well-typed fields
+            raise ValueError("invalid RamitConfig: " + "; ".join(problems))
         if self.embed_dim % 16 != 0:
             problems.append(f"embed_dim must be divisible by 16 (H-RAMi pixel-shuffles by 4), got {self.embed_dim}")
         for heads in self.num_heads:
-            if heads <= 0 or self.embed_dim % heads != 0:
+            if self.embed_dim % heads != 0:
                 problems.append(f"embed_dim {self.embed_dim} is not divisible by {heads} heads")
         if self.mobivari_version == 2:
             dim = self.embed_dim
@@ -241,20 +351,12 @@ class RamitConfig(PreTrainedConfig):
             ):
                 if width % groups:
                     problems.append(f"the {where} input width {width} is not divisible by {groups} expansion groups")
-        if not 0.0 <= self.channel_head_ratio <= 1.0:
-            problems.append(f"channel_head_ratio must be in [0, 1], got {self.channel_head_ratio}")
         if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
             problems.append(
                 f"image_mean/image_std need {self.num_channels} values, got {self.image_mean} / {self.image_std}"
             )
-        if self.task is not None and self.task not in TASKS:
-            problems.append(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         if self.task is not None and TASK_UPSCALE.get(self.task, 1) != self.upscale:
             problems.append(f"task {self.task!r} needs upscale {TASK_UPSCALE.get(self.task, 1)}, got {self.upscale}")
-        if self.variant is not None and self.variant not in VARIANTS:
-            problems.append(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
-        if self.attention_backend not in ("faithful", "fused"):
-            problems.append(f"attention_backend must be 'faithful' or 'fused', got {self.attention_backend!r}")
         if problems:
             raise ValueError("invalid RamitConfig: " + "; ".join(problems))
 

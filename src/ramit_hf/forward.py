@@ -18,7 +18,19 @@ def restore_whole(model, pixel_values: torch.Tensor) -> torch.Tensor:
     padded = symmetric_pad(pixel_values.to(parameter.device, parameter.dtype), model.config.pad_multiple)
     out = model(pixel_values=padded).reconstruction
     scale = model.config.upscale
-    return out[..., : height * scale, : width * scale].to(pixel_values.device, torch.float32)
+    out = out[..., : height * scale, : width * scale]
+    if not bool(torch.isfinite(out).all()):
+        # broken weights (or an input of absurd values) give NaN or infinity, which would be written as black
+        bad = int((~torch.isfinite(out)).sum())
+        raise NonFiniteOutputError(
+            f"the model's output has {bad} non-finite values (NaN or infinity) of {out.numel()}: its weights are "
+            "broken or do not belong to this configuration; nothing was written"
+        )
+    return out.to(pixel_values.device, torch.float32)
 
 
-__all__ = ["restore_whole"]
+class NonFiniteOutputError(ValueError):
+    """The model produced NaN or infinity: a result that must never be written as an image."""
+
+
+__all__ = ["NonFiniteOutputError", "restore_whole"]

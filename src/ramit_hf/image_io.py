@@ -19,6 +19,7 @@ This file ships with the pipeline to Hub folders, so it imports nothing from the
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
@@ -61,6 +62,13 @@ _ORIENT = {
 }
 _MODE_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
+# The pixel budget (see `max_pixels_for`): the environment variable that overrides it, the share of memory it may
+# take, and bytes per pixel held: input (decoded 16-bit RGBA, then float32) and output (per output pixel: the float32
+# canvas, the clamped copy, the 16-bit image handed to the encoder).
+MAX_PIXELS_ENV = "RAMIT_MAX_PIXELS"
+MEMORY_SHARE = 0.5
+_BYTES_PER_PIXEL = {"input": 8 + 16, "output": 12 + 12 + 6}
+
 
 class ImageReadError(ValueError):
     """An input that cannot be read as an image; the message names the input and the problem."""
@@ -100,32 +108,102 @@ def describe(image) -> str:
     return type(image).__name__
 
 
-def load_image(source, timeout: float = 10.0) -> DecodedImage:
+def max_pixels_for(scale: int = 1) -> int:
+    """The default pixel budget: the largest input (width x height) this machine can decode and hold with its
+    restored output (x `scale` per side), in `MEMORY_SHARE` of its memory; `RAMIT_MAX_PIXELS` overrides it (0: none).
+
+    Restoration itself runs in tiles, so the model's memory does not grow with the image; what grows is the decoded
+    input and the output canvas (float32 while tiles are blended, then 8 or 16 bits), `_BYTES_PER_PIXEL` per pixel.
+    """
+    text = os.environ.get(MAX_PIXELS_ENV)
+    if text is not None:
+        return check_max_pixels(text, MAX_PIXELS_ENV)
+    per_input_pixel = _BYTES_PER_PIXEL["input"] + scale * scale * _BYTES_PER_PIXEL["output"]
+    return int(_memory_bytes() * MEMORY_SHARE) // per_input_pixel
+
+
+def check_max_pixels(value, what: str = "max_pixels") -> int:
+    """A pixel budget as given by a user (int or text): a non-negative integer, 0 meaning no limit."""
+    try:
+        number = int(str(value).replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{what} must be a whole number of pixels (0 for no limit), got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{what} must be a whole number of pixels (0 for no limit), got {value!r}")
+    return number
+
+
+def _memory_bytes() -> int:
+    """Physical memory, or the container's limit (cgroup v2 / v1) where that is lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 16 << 30
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():
+            total = min(total, int(limit))
+    return total
+
+
+def _check_budget(width: int, height: int, name: str, max_pixels: int | None) -> None:
+    budget = max_pixels_for() if max_pixels is None else max_pixels
+    if budget and width * height > budget:
+        raise ImageReadError(
+            f"{name}: {width}x{height} = {width * height:,} pixels is more than the pixel budget of {budget:,} "
+            f"(what this machine can decode and hold); raise it with --max-pixels / max_pixels= / {MAX_PIXELS_ENV} "
+            "(0 for no limit) if there is memory for it"
+        )
+
+
+def _check_single_frame(image: Image.Image, name: str) -> None:
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise ImageReadError(
+            f"{name}: an animated or multi-page image ({frames} frames); only still images are restored, and "
+            "restoring the first frame alone would drop the others: save the frames as separate images first"
+        )
+
+
+def load_image(source, timeout: float = 10.0, max_pixels: int | None = None) -> DecodedImage:
     """A path, an http(s) URL or a PIL image -> `DecodedImage`, upright (EXIF orientation applied).
 
-    Raises `ImageReadError` naming the source for a missing file, a failed download, a file that is not an image,
-    a corrupt or truncated image, or an empty one.
+    `max_pixels` bounds width x height, checked from the file's header before anything is decoded (default:
+    `max_pixels_for()`; 0: no limit). Raises `ImageReadError` naming the source for a missing file, a failed
+    download, a file that is not an image, a corrupt or truncated image, an empty one, one above the budget, or an
+    animated one.
     """
     if isinstance(source, Image.Image):
-        return _decode_pil(source, describe(source))
+        name = describe(source)
+        _check_budget(source.width, source.height, name, max_pixels)
+        _check_single_frame(source, name)
+        return _decode_pil(source, name)
     if not isinstance(source, (str, os.PathLike)):
         raise ImageReadError(f"{describe(source)}: expected a path, an http(s) URL or a PIL image")
     name = str(source)
     data = _download(name, timeout) if is_url(name) else _read_file(name)
-    return decode_image_bytes(data, name)
+    return decode_image_bytes(data, name, max_pixels=max_pixels)
 
 
-def decode_image_bytes(data: bytes, name: str) -> DecodedImage:
+def decode_image_bytes(data: bytes, name: str, max_pixels: int | None = None) -> DecodedImage:
     """The bytes of an image file -> `DecodedImage`, decoded as `load_image` decodes files; `name` is for errors."""
     if not data:
         raise ImageReadError(f"{name}: empty file (0 bytes), not an image")
     if data.startswith(_PNG_SIGNATURE) and len(data) > 24 and data[12:16] == b"IHDR" and data[24] == 16:
+        width, height = struct.unpack(">II", data[16:24])
+        _check_budget(width, height, name, max_pixels)
         return _decode_png16(data, name)
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except Image.DecompressionBombError as error:
-        raise ImageReadError(f"{name}: image too large to open safely ({error})") from None
+        with _pillow_bomb_check_off():  # the budget above is the check, from the header and before decoding
+            image = Image.open(io.BytesIO(data))
+            _check_budget(image.width, image.height, name, max_pixels)
+            _check_single_frame(image, name)
+            image.load()
+    except ImageReadError:
+        raise
     except Image.UnidentifiedImageError:
         kind = next((kind for signature, kind in _SIGNATURES if data.startswith(signature)), None)
         if kind is not None:
@@ -134,6 +212,16 @@ def decode_image_bytes(data: bytes, name: str) -> DecodedImage:
     except Exception as error:  # decoders of damaged files raise OSError, SyntaxError, ValueError, zlib.error...
         raise ImageReadError(f"{name}: corrupt or truncated image ({type(error).__name__}: {error})") from None
     return _decode_pil(image, name)
+
+
+@contextlib.contextmanager
+def _pillow_bomb_check_off():
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _read_file(name: str) -> bytes:

@@ -503,6 +503,38 @@ class RamitPreTrainedModel(PreTrainedModel):
         super().post_init()
         self.set_attention_backend(self.config.attention_backend)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict_weights: bool = True, **kwargs):
+        """`PreTrainedModel.from_pretrained`, refusing weights that do not fit the configuration.
+
+        A missing, unexpected or (with `ignore_mismatched_sizes=True`) reshaped key would otherwise leave layers
+        freshly initialised and restore images wrongly without a word: it raises `RamitWeightsError` naming the keys.
+        `strict_weights=False` loads anyway, e.g. to fine-tune a new head.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        if strict_weights:
+            problems = [
+                f"{len(keys)} {kind} ({_listing(keys)})"
+                for kind, keys in (
+                    ("missing from the weights", info.get("missing_keys") or []),
+                    ("not in the model", info.get("unexpected_keys") or []),
+                    (
+                        "of another shape",
+                        [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or []],
+                    ),
+                )
+                if keys
+            ]
+            if problems:
+                raise RamitWeightsError(
+                    f"{pretrained_model_name_or_path}: the weights do not match its configuration: keys "
+                    + "; keys ".join(problems)
+                    + ". Its config.json and weights come from different models, or the file is incomplete; pass "
+                    "strict_weights=False to load anyway with those layers freshly initialised"
+                )
+        return (model, info) if want_info else model
+
     def set_attention_backend(self, backend: str) -> None:
         """Switch between the `"faithful"` and `"fused"` computations (see `RamitConfig.attention_backend`)."""
         if backend not in ("faithful", "fused"):
@@ -511,6 +543,15 @@ class RamitPreTrainedModel(PreTrainedModel):
         for module in self.modules():
             if isinstance(module, _LayoutAware):
                 module.channels_last = backend == "fused"
+
+
+class RamitWeightsError(ValueError):
+    """Weights that do not fit the model's configuration; the message names the keys."""
+
+
+def _listing(keys, limit: int = 6) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 def _channel_stats(values) -> torch.Tensor:
@@ -633,4 +674,4 @@ class RamitForImageRestoration(RamitPreTrainedModel):
         return ImageSuperResolutionOutput(loss=loss, reconstruction=reconstruction, hidden_states=outputs.hidden_states)
 
 
-__all__ = ["RamitForImageRestoration", "RamitModel", "RamitPreTrainedModel"]
+__all__ = ["RamitForImageRestoration", "RamitModel", "RamitPreTrainedModel", "RamitWeightsError"]
