@@ -17,6 +17,10 @@ if [ "${1:-}" = "tests" ]; then
   extras=".[test,train,space]"
 fi
 "$venv/bin/python" -m pip install --quiet -e "$root/$extras" 2>&1 | grep -v "^WARNING: Location" || true
+if [ "${1:-}" = "tests" ]; then
+  # spandrel requires torchvision, for which pip would replace torch: spandrel without it, and its other dependency
+  "$venv/bin/python" -m pip install --quiet einops && "$venv/bin/python" -m pip install --quiet --no-deps "spandrel==0.4.2"
+fi
 export PATH="$venv/bin:$PATH"
 
 if [ "${1:-}" = "tests" ]; then

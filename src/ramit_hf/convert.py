@@ -2,6 +2,8 @@
 
 Detection (which variant and task a checkpoint holds) is kept apart from the architecture: the architecture is read
 from the weights' shapes, the task from the file name or the caller, and the two are checked against each other.
+`detect_checkpoint` is the one detection path: the converter and the spandrel architecture (`ramit_hf.spandrel`)
+both use it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import functools
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -95,7 +98,8 @@ def _unwrap(loaded, source: str) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise CheckpointError(f"{source} does not hold a state dict of tensors (found {type(loaded).__name__})")
     state_dict = {k.removeprefix("module."): v for k, v in loaded.items()}
-    if "shallow.conv.weight" not in state_dict or "to_target.conv.weight" not in state_dict:
+    # the original names, or ours (a `model.safetensors` saved by this library)
+    if not any(all(k in state_dict for k in pair) for pair in (_ORIGINAL_IO_KEYS, _OUR_IO_KEYS)):
         some = ", ".join(list(state_dict)[:5]) or "none"
         raise CheckpointError(
             f"{source} is not an original RAMiT checkpoint: 'shallow.conv.weight' and 'to_target.conv.weight' are "
@@ -104,10 +108,15 @@ def _unwrap(loaded, source: str) -> dict[str, torch.Tensor]:
     return state_dict
 
 
+_ORIGINAL_IO_KEYS = ("shallow.conv.weight", "to_target.conv.weight")
+_OUR_IO_KEYS = ("ramit.shallow.weight", "reconstruction.conv.weight")
+
+
 def infer_io(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, int]:
-    """(input channels, upscale) of an original checkpoint, read from its first and last convolutions."""
-    in_chans = state_dict["shallow.conv.weight"].shape[1]
-    out = state_dict["to_target.conv.weight"].shape[0] // in_chans
+    """(input channels, upscale) of a checkpoint (original or our names), read from its first and last convolutions."""
+    first, last = _OUR_IO_KEYS if _OUR_IO_KEYS[0] in state_dict else _ORIGINAL_IO_KEYS
+    in_chans = state_dict[first].shape[1]
+    out = state_dict[last].shape[0] // in_chans
     upscale = round(out**0.5)
     if upscale * upscale != out:
         raise CheckpointError(f"the reconstruction conv's {out} output channels per image channel are not a square")
@@ -115,12 +124,18 @@ def infer_io(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, int]:
 
 
 @functools.cache
+def _preset_shapes(name: str) -> MappingProxyType:
+    """Shapes of every parameter of a preset's model (built on the meta device: no memory, no initialisation)."""
+    with torch.device("meta"):
+        model = RamitForImageRestoration(RamitConfig.from_preset(name))
+    return MappingProxyType({k: tuple(v.shape) for k, v in model.state_dict().items()})
+
+
+@functools.cache
 def _body_shapes(variant: str) -> MappingProxyType:
     """Shapes of the task-independent parameters (stages, Downsizing, Bottleneck, H-RAMi) of a variant."""
     name = next(n for n, (v, _) in PRESETS.items() if v == variant)
-    with torch.device("meta"):
-        model = RamitForImageRestoration(RamitConfig.from_preset(name))
-    return MappingProxyType({k: tuple(v.shape) for k, v in model.state_dict().items() if _is_body(k)})
+    return MappingProxyType({k: shape for k, shape in _preset_shapes(name).items() if _is_body(k)})
 
 
 def _is_body(key: str) -> bool:
@@ -140,9 +155,18 @@ def matching_variants(weights: Mapping[str, torch.Tensor]) -> list[str]:
     return [variant for _, variant in sorted(scored)]
 
 
-def detect_setting(state_dict, variant: str | None, task: str | None, source: str) -> tuple[str, str]:
-    """The (variant, task) of an original checkpoint: given or inferred, and checked against its weights."""
-    weights = convert_state_dict(state_dict)
+def detect_setting(
+    state_dict, variant: str | None, task: str | None, source: str, default_task: str | None = None
+) -> tuple[str, str]:
+    """The (variant, task) of an original checkpoint: given or inferred, and checked against its weights.
+
+    `default_task` is taken where the weights could serve several released tasks (RAMiT's color denoising, low-light
+    and deraining weights share one shape) and no task is given; without it that is an error.
+    """
+    return _detect_setting(convert_state_dict(state_dict), variant, task, source, default_task)
+
+
+def _detect_setting(weights, variant: str | None, task: str | None, source: str, default_task: str | None):
     matching = matching_variants(weights)
     width = weights["ramit.shallow.weight"].shape[0]
     depths = [len({k.split(".")[4] for k in weights if k.startswith(f"ramit.stages.{i}.")}) for i in range(4)]
@@ -157,7 +181,7 @@ def detect_setting(state_dict, variant: str | None, task: str | None, source: st
     else:
         raise CheckpointError(f"{source} matches no RAMiT variant: its weights have {described}")
 
-    in_chans, upscale = infer_io(state_dict)
+    in_chans, upscale = infer_io(weights)
     fitting = [t for t in TASKS if TASK_UPSCALE.get(t, 1) == upscale and (t == "gray-dn") == (in_chans == 1)]
     if task is not None:
         if task not in TASKS:
@@ -169,6 +193,8 @@ def detect_setting(state_dict, variant: str | None, task: str | None, source: st
             )
     else:
         released = [t for t in fitting if (variant, t) in PRESETS.values()]
+        if len(released) > 1 and default_task in released:
+            released = [default_task]
         if len(released) != 1:
             raise CheckpointError(
                 f"cannot tell the task of {source} from its weights (it could be {', '.join(released or fitting)}): "
@@ -214,31 +240,66 @@ def convert_original_checkpoint(
     for given, from_name, what in ((variant, name_variant, "variant"), (task, name_task, "task")):
         if given is not None and from_name is not None and given != from_name:
             raise CheckpointError(f"{source} is named as {what} {from_name!r} but {what} {given!r} was requested")
-    variant, task = detect_setting(state_dict, variant or name_variant, task or name_task, source)
-
-    config = RamitConfig.from_preset(preset_name(variant, task))
-    model = RamitForImageRestoration(config)
-    load_converted(model, convert_state_dict(state_dict), source)
+    detected = detect_checkpoint(state_dict, variant or name_variant, task or name_task, source)
+    model = RamitForImageRestoration(detected.config)
+    model.load_state_dict(detected.weights, strict=True)
     model.eval()
     return model
 
 
+@dataclass(frozen=True)
+class DetectedCheckpoint:
+    """What a state dict holds: the configuration of its model, and its weights under our names (float32)."""
+
+    config: RamitConfig
+    weights: dict[str, torch.Tensor]
+
+
+def detect_checkpoint(
+    state_dict: Mapping,
+    variant: str | None = None,
+    task: str | None = None,
+    source: str = "the given state dict",
+    default_task: str | None = None,
+) -> DetectedCheckpoint:
+    """Detect the model a RAMiT state dict holds, and check that every one of its parameters fits that model.
+
+    Takes an original state dict or one with our names (`ramit.` / `reconstruction.`), also wrapped (`state_dict`,
+    `model`, `params`, `params_ema`) or saved from DDP (`module.`). The variant is read from the weights' shapes, the
+    task from the caller, the weights or `default_task` (see `detect_setting`). Raises `CheckpointError` naming
+    `source` and the problem, e.g. a missing, unexpected or mis-shaped parameter: nothing is half-detected.
+    """
+    state_dict = _unwrap(state_dict, source)
+    weights = convert_state_dict(state_dict)
+    variant, task = _detect_setting(weights, variant, task, source, default_task)
+    name = preset_name(variant, task)
+    problems = _fit_problems(_preset_shapes(name), weights)
+    if problems:
+        raise CheckpointError(f"{source} does not fit {variant} {task}: {problems}")
+    return DetectedCheckpoint(RamitConfig.from_preset(name), weights)
+
+
+def _fit_problems(expected: Mapping[str, tuple[int, ...]], weights: Mapping[str, torch.Tensor]) -> str:
+    """Every missing, unexpected or mis-shaped parameter of `weights` against `expected` shapes; "" when they fit."""
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {expected[k]}"
+        for k, v in weights.items()
+        if k in expected and tuple(v.shape) != expected[k]
+    ]
+    parts = []
+    for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if items:
+            parts.append(f"{title} ({len(items)}): " + ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
+    return "; ".join(parts)
+
+
 def load_converted(model: RamitForImageRestoration, weights: Mapping[str, torch.Tensor], source: str) -> None:
     """Load renamed weights strictly, raising one error that lists every missing, unexpected or mis-shaped key."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in weights.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if items:
-                parts.append(f"{title} ({len(items)}): " + ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
-        raise CheckpointError(f"{source} does not fit {model.config.variant} {model.config.task}: " + "; ".join(parts))
+    problems = _fit_problems({k: tuple(v.shape) for k, v in model.state_dict().items()}, weights)
+    if problems:
+        raise CheckpointError(f"{source} does not fit {model.config.variant} {model.config.task}: {problems}")
     model.load_state_dict(weights, strict=True)
 
 
@@ -261,8 +322,10 @@ def save_model_folder(model, output_dir: str | os.PathLike, overwrite: bool = Fa
 
 __all__ = [
     "CheckpointError",
+    "DetectedCheckpoint",
     "convert_original_checkpoint",
     "convert_state_dict",
+    "detect_checkpoint",
     "detect_setting",
     "infer_from_file_name",
     "infer_io",

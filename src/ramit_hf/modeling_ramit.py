@@ -18,6 +18,7 @@ The whole network is this one file, longer than the package's other modules, bec
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -512,7 +513,8 @@ class RamitPreTrainedModel(PreTrainedModel):
         `strict_weights=False` loads anyway, e.g. to fine-tune a new head.
         """
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        loaded: Any = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        model, info = loaded
         if strict_weights:
             problems = [
                 f"{len(keys)} {kind} ({_listing(keys)})"
