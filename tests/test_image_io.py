@@ -1,5 +1,6 @@
 import functools
 import http.server
+import re
 import struct
 import threading
 import zlib
@@ -193,3 +194,84 @@ def test_rgb_to_gray_is_opencvs_for_8_and_16_bit():
     assert sources.to_channels is samples.to_channels is image_io.to_channels
     assert samples.rgb_to_gray_opencv is image_io.rgb_to_gray
     assert np.array_equal(sources.to_channels(rgb8, 1), image_io.rgb_to_gray(rgb8))
+
+
+# --------------------------------------------------------------------------------------------------
+# hostile files: pixel budget, animations, symlink loops
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_bombs_are_refused_from_the_header_before_decoding(tmp_path, monkeypatch):
+    import time
+
+    from hostile_files import png_bomb
+
+    monkeypatch.delenv("RAMIT_MAX_PIXELS", raising=False)
+    for name, data in [
+        ("bomb16.png", png_bomb(20000, 20000)),  # 16-bit: read by pypng, which has no bomb check of its own
+        ("bomb8.png", png_bomb(40000, 40000, bit_depth=8, color_type=2)),  # 8-bit: Pillow's path
+    ]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        before, started = _peak_rss_mib(), time.perf_counter()
+        with pytest.raises(ImageReadError) as caught:
+            load_image(path)
+        assert time.perf_counter() - started < 5
+        assert _peak_rss_mib() - before < 200  # nothing near the gigabytes decoding would take
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ") and "pixels is more than the pixel budget of" in message
+        assert re.search(r"\d+x\d+ = [\d,]+ pixels", message) and "RAMIT_MAX_PIXELS" in message
+
+
+def test_pixel_budget_from_argument_and_environment(tmp_path, bird, monkeypatch):
+    from ramit_hf.image_io import max_pixels_for
+
+    path = tmp_path / "bird.png"
+    save_image(bird, path)
+    height, width = bird.shape[:2]
+    with pytest.raises(ImageReadError, match=rf"{width}x{height} = {width * height:,} pixels .* budget of 1,000"):
+        load_image(path, max_pixels=1000)
+    assert load_image(path, max_pixels=0).size == (width, height)  # 0: no limit
+    monkeypatch.setenv("RAMIT_MAX_PIXELS", "1000")
+    assert max_pixels_for(4) == 1000
+    with pytest.raises(ImageReadError, match="budget of 1,000"):
+        load_image(path)
+    monkeypatch.setenv("RAMIT_MAX_PIXELS", "lots")
+    with pytest.raises(ValueError, match="RAMIT_MAX_PIXELS must be a whole number of pixels"):
+        load_image(path)
+    monkeypatch.delenv("RAMIT_MAX_PIXELS")
+    # the default leaves room for the output: a larger scale allows fewer input pixels
+    assert max_pixels_for(1) > max_pixels_for(2) > max_pixels_for(4) > 1_000_000
+
+
+def test_animated_images_are_refused_not_cut_to_one_frame(tmp_path, bird):
+    frames = [Image.fromarray(bird), Image.fromarray(255 - bird)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with pytest.raises(ImageReadError, match=r"anim.gif: an animated or multi-page image \(2 frames\)"):
+        load_image(path)
+    with pytest.raises(ImageReadError, match="2 frames"):
+        load_image(Image.open(path))
+    single = tmp_path / "still.gif"
+    frames[0].save(single)
+    assert load_image(single).size == frames[0].size
+
+
+def test_folder_walks_and_globs_do_not_follow_symlink_loops(tmp_path, bird):
+    from ramit_hf.image_io import glob_files, walk_files
+
+    root = tmp_path / "dir"
+    (root / "sub").mkdir(parents=True)
+    save_image(bird, root / "a.png")
+    save_image(bird, root / "sub" / "b.png")
+    (root / "self").symlink_to(".")
+    (root / "sub" / "up").symlink_to("..")
+    assert sorted(p.relative_to(root).as_posix() for p in walk_files(root)) == ["a.png", "sub/b.png"]
+    base, found = glob_files(str(root / "**" / "*.png"))
+    assert base == root and sorted(p.relative_to(root).as_posix() for p in found) == ["a.png", "sub/b.png"]
+    assert [p.name for p in glob_files(str(root / "*.png"))[1]] == ["a.png"]

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +77,8 @@ NOISE_SEED = 0
 
 EXAMPLES_DIR = Path(os.environ.get("RAMIT_EXAMPLES_DIR", Path(tempfile.gettempdir()) / "ramit-demo-examples"))
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "ramit-demo-outputs"
+# result files older than this are removed (here and in gradio's own cache), so a long-running Space stays small
+OUTPUT_MAX_AGE_S = int(os.environ.get("RAMIT_OUTPUT_MAX_AGE_S", 3600))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,9 +193,56 @@ def restore(task_label: str, image: np.ndarray | None, noise_level: float = 0):
     if task.scale > 1:
         before = before.resize(restored.size, Image.Resampling.BICUBIC)
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    prune_outputs()
     path = Path(tempfile.mkdtemp(dir=OUTPUT_DIR)) / f"ramit_{task.slug}.png"
     restored.save(path, format="PNG")
     return (before, restored), str(path)
+
+
+def prune_outputs(max_age_s: float = OUTPUT_MAX_AGE_S) -> None:
+    """Remove result folders older than `max_age_s`, so that a long-running Space does not fill its disk."""
+    cutoff = time.time() - max_age_s
+    for folder in OUTPUT_DIR.iterdir() if OUTPUT_DIR.is_dir() else []:
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+        except OSError:
+            pass  # another request removed it first
+
+
+class ImageInput(gr.Image):
+    """`gr.Image` whose uploads are checked before they are decoded: a file that is empty, not an image, or larger
+    than the Space can restore gets a message saying so instead of gradio's generic error."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "image"  # the same front-end component
+
+    def preprocess(self, payload):
+        if payload is not None and payload.path and not str(payload.url or "").startswith("data:"):
+            _check_upload(Path(payload.path), payload.orig_name or Path(payload.path).name)
+        return super().preprocess(payload)
+
+
+def _check_upload(path: Path, name: str) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise gr.Error(f"The upload {name} could not be read; try again.") from None
+    if size == 0:
+        raise gr.Error(f"The upload {name} is an empty file (0 bytes), not an image.")
+    try:
+        with Image.open(path) as header:  # reads the header only
+            width, height = header.size
+    except Exception:
+        raise gr.Error(
+            f"The upload {name} is not an image this Space can read; upload a PNG, JPEG or WebP file."
+        ) from None
+    if width * height > MAX_OUTPUT_PIXELS:
+        raise gr.Error(
+            f"The upload {name} is {width} x {height} = {width * height:,} pixels, more than the {MAX_OUTPUT_PIXELS:,} "
+            "this Space restores; crop or downscale it first."
+        )
 
 
 def _as_rgb_uint8(image) -> np.ndarray:
@@ -234,12 +285,12 @@ scikit-image: astronaut Eileen Collins (NASA, public domain), Chelsea the cat (S
 
 def build_demo() -> gr.Blocks:
     examples = make_examples()
-    with gr.Blocks(title="RAMiT image restoration") as demo:
+    with gr.Blocks(title="RAMiT image restoration", delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown(DESCRIPTION.format(max_pixels=MAX_OUTPUT_PIXELS))
         with gr.Row():
             with gr.Column():
                 task = gr.Radio(list(TASKS), value=DEFAULT_TASK, label="Task")
-                image = gr.Image(type="numpy", image_mode="RGB", sources=["upload", "clipboard"], label="Input image")
+                image = ImageInput(type="numpy", image_mode="RGB", sources=["upload", "clipboard"], label="Input image")
                 noise_level = gr.Slider(
                     0,
                     50,

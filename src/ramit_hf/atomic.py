@@ -19,16 +19,62 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+# ".<name>.<host>-<pid>.<8 hex>.<kind>": hidden, unique to this process and call, and recognisable afterwards
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:16] or "host"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)\.[0-9a-f]{8}\.(tmp|staging|old)$")
+_CLEANED: set[Path] = set()
+
 
 def _temporary_path(destination: Path, kind: str) -> Path:
     """A hidden name beside `destination`, unique to this process and call."""
-    return destination.with_name(f".{destination.name}.{os.getpid()}.{secrets.token_hex(4)}.{kind}")
+    _remove_stale_temporaries(destination.parent)
+    return destination.with_name(f".{destination.name}.{_HOST}-{os.getpid()}.{secrets.token_hex(4)}.{kind}")
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove what writers killed mid-write left in `folder` (once per folder and process): only files and folders
+    named as this module names them, made on this host by a process that no longer runs."""
+    folder = folder.resolve()
+    if folder in _CLEANED or not folder.is_dir():
+        return
+    _CLEANED.add(folder)
+    for entry in folder.iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if match is None or match["host"] != _HOST or _is_running(int(match["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
+def _is_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _file_exists_error(path: Path) -> FileExistsError:
@@ -113,6 +159,11 @@ def atomic_folder(destination: str | os.PathLike, overwrite: bool = False) -> It
     os.mkdir(staging)  # mode 0o777 less the umask: the folder is meant to be shared, as a plain mkdir makes it
     try:
         yield staging
+        # writers such as safetensors create private (0600) files; the folder's files get the mode of any other
+        mode = _default_file_mode()
+        for path in staging.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                path.chmod(mode)
         check_folder_free(destination, overwrite)  # something may have appeared while the block ran
         if destination.exists():
             old = _temporary_path(destination, "old")

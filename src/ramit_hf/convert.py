@@ -23,6 +23,7 @@ from .atomic import atomic_folder
 from .configuration_ramit import PRESETS, TASK_UPSCALE, TASKS, VARIANTS, RamitConfig, preset_name
 from .image_processing_ramit import RamitImageProcessor
 from .modeling_ramit import RamitForImageRestoration
+from .safe_files import DamagedFileError, UnsafeFileError, load_torch_file
 
 # File names of the original release: <variant>_<task code>.pth, e.g. RAMiT-1_X2.pth, RAMiT_GDN.pth.
 FILE_TASKS = {
@@ -82,11 +83,9 @@ def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load fails in many ways on foreign or damaged files
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or not a .pth file): {error}"
-        ) from error
+        loaded = load_torch_file(path, "the checkpoint")
+    except (DamagedFileError, UnsafeFileError) as error:
+        raise CheckpointError(str(error)) from None
     return _unwrap(loaded, source=str(path))
 
 

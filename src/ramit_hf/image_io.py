@@ -20,11 +20,14 @@ This file ships with the pipeline to Hub folders, so it imports nothing from the
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import io
 import os
+import re
 import struct
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -389,6 +392,35 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def walk_files(root: str | os.PathLike) -> Iterator[Path]:
+    """Every file under `root`, recursively, in a stable order. Symlinked folders are not entered (a link to a
+    parent would loop for ever); symlinked files are listed."""
+    for folder, subfolders, files in os.walk(root, followlinks=False):
+        subfolders.sort()
+        for name in sorted(files):
+            yield Path(folder) / name
+
+
+def glob_files(pattern: str) -> tuple[Path, list[Path]]:
+    """(the pattern's fixed leading folder, the files matching it), `**` spanning folders as in `glob`, without
+    entering symlinked folders (see `walk_files`)."""
+    parts = Path(os.path.expanduser(pattern)).parts
+    fixed = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+    base = Path(*parts[:fixed]) if fixed else Path(".")
+    wanted = [re.compile(fnmatch.translate(part)) for part in parts[fixed:]]
+    if not base.is_dir():
+        return base, []
+    return base, [path for path in walk_files(base) if _match_parts(path.relative_to(base).parts, wanted)]
+
+
+def _match_parts(parts: tuple[str, ...], pattern: list) -> bool:
+    if not pattern:
+        return not parts
+    if pattern[0].pattern == fnmatch.translate("**"):
+        return any(_match_parts(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and bool(pattern[0].match(parts[0])) and _match_parts(parts[1:], pattern[1:])
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """The image files (`is_image_file`) directly inside `folder`, sorted by name; possibly none."""
     return sorted(path for path in Path(folder).iterdir() if is_image_file(path))
@@ -452,18 +484,23 @@ def to_channels(image: np.ndarray, num_channels: int) -> np.ndarray:
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LOSSLESS_EXTENSIONS",
+    "MAX_PIXELS_ENV",
     "DecodedImage",
     "ImageReadError",
+    "check_max_pixels",
     "decode_image_bytes",
     "describe",
     "find_subfolder",
+    "glob_files",
     "is_image_file",
     "is_url",
     "list_images",
     "load_image",
     "match_name",
+    "max_pixels_for",
     "rgb_to_gray",
     "save_image",
     "to_channels",
     "to_gray_or_rgb",
+    "walk_files",
 ]

@@ -12,6 +12,7 @@ import torch
 from .configuration_ramit import RamitConfig
 from .forward import restore_whole
 from .modeling_ramit import RamitForImageRestoration
+from .safe_files import DamagedFileError, UnsafeFileError, check_weight_files
 from .tiling import restore_tiled
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -50,11 +51,18 @@ def _load_from(source: str, task: str | None) -> RamitForImageRestoration:
         if not config_file.is_file():
             raise ModelLoadError(f"{source} is not a model folder: it has no config.json")
         try:
-            model_type = json.loads(config_file.read_text()).get("model_type")
+            config_data = json.loads(config_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ModelLoadError(f"{config_file} is not valid JSON: {error}") from None
+        if not isinstance(config_data, dict):
+            raise ModelLoadError(f"{config_file} is not a configuration: it holds a JSON {type(config_data).__name__}")
+        model_type = config_data.get("model_type")
         if model_type != RamitConfig.model_type:
             raise ModelLoadError(f"{source} is not a RAMiT model (its config.json has model_type {model_type!r})")
+        try:
+            check_weight_files(path)
+        except (DamagedFileError, UnsafeFileError) as error:
+            raise ModelLoadError(str(error)) from None
     elif path.exists():
         raise ModelLoadError(f"{source} is neither a model folder nor an original .pth checkpoint")
     elif _looks_local(source):
@@ -65,7 +73,10 @@ def _load_from(source: str, task: str | None) -> RamitForImageRestoration:
         raise ModelLoadError(f"cannot load a RAMiT model from {source!r}: {error}") from None
     if config.model_type != RamitConfig.model_type:
         raise ModelLoadError(f"{source} is not a RAMiT model (model_type {config.model_type!r})")
-    return RamitForImageRestoration.from_pretrained(source)
+    try:
+        return RamitForImageRestoration.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load a RAMiT model from {source!r}: {error}") from None
 
 
 def _looks_local(source: str) -> bool:

@@ -18,6 +18,7 @@ The whole network is this one file, longer than the package's other modules, bec
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, ImageSuperResolutionOutput
 
 from .configuration_ramit import RamitConfig
+from .safe_files import check_weight_files
 
 # The original clamps the learnt logit scale of cosine attention at log(1 / 0.01).
 _MAX_LOGIT_SCALE = math.log(100.0)
@@ -510,8 +512,13 @@ class RamitPreTrainedModel(PreTrainedModel):
 
         A missing, unexpected or (with `ignore_mismatched_sizes=True`) reshaped key would otherwise leave layers
         freshly initialised and restore images wrongly without a word: it raises `RamitWeightsError` naming the keys.
-        `strict_weights=False` loads anyway, e.g. to fine-tune a new head.
+        `strict_weights=False` loads anyway, e.g. to fine-tune a new head. Local weight files are checked first
+        (`safe_files.check_weight_files`): a truncated file or a pickle holding code is a named error.
         """
+        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)) and os.path.isdir(
+            pretrained_model_name_or_path
+        ):
+            check_weight_files(pretrained_model_name_or_path)  # damaged files and pickled code: named errors
         want_info = kwargs.pop("output_loading_info", False)
         loaded: Any = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         model, info = loaded

@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import Pipeline
 from transformers.utils import logging
 
-from .image_io import describe, load_image
+from .image_io import check_max_pixels, describe, load_image, max_pixels_for
 from .image_processing_ramit import RamitImageProcessor, convert_channels, image_to_array, to_integer_image
 from .inference import restore_tensor
 from .tiling import resolve_tile_size
@@ -96,6 +96,7 @@ class ImageRestorationPipeline(Pipeline):
         do_rescale=None,
         input_data_format=None,
         timeout=None,
+        max_pixels=None,
         **unknown,
     ):
         if unknown:
@@ -105,6 +106,7 @@ class ImageRestorationPipeline(Pipeline):
             (preprocess, "do_rescale", do_rescale),
             (preprocess, "input_data_format", input_data_format),
             (preprocess, "timeout", timeout),
+            (preprocess, "max_pixels", max_pixels),
             (forward, "tile_size", tile_size),
             (forward, "tile_overlap", tile_overlap),
             (postprocess, "output_type", output_type),
@@ -118,6 +120,8 @@ class ImageRestorationPipeline(Pipeline):
             raise ValueError(f"bit_depth must be 8, 16 or 'auto', got {bit_depth!r}")
         if tile_size is not None:
             resolve_tile_size(tile_size, 1, 1)  # validates
+        if max_pixels is not None:
+            check_max_pixels(max_pixels)
         return preprocess, forward, postprocess
 
     def __call__(self, images, **kwargs):
@@ -187,12 +191,19 @@ class ImageRestorationPipeline(Pipeline):
                     raise _named(error, None, inputs["source"]) from None
                 yield index, _named(error, index, inputs["source"])
 
-    def preprocess(self, image, do_rescale=None, input_data_format=None, timeout=10.0):
-        """One input -> {"pixel_values": (1, C, H, W) float32 in [0, 1] (unpadded), and what postprocess needs}."""
+    def preprocess(self, image, do_rescale=None, input_data_format=None, timeout=10.0, max_pixels=None):
+        """One input -> {"pixel_values": (1, C, H, W) float32 in [0, 1] (unpadded), and what postprocess needs}.
+
+        `max_pixels` bounds width x height (default: what this machine can hold with the restored output,
+        `image_io.max_pixels_for`; 0: no limit), checked before a file is decoded.
+        """
         processor = self.image_processor
+        if max_pixels is None:
+            max_pixels = max_pixels_for(self.model.config.upscale)
+        max_pixels = check_max_pixels(max_pixels)
         do_rescale = processor.do_rescale if do_rescale is None else do_rescale
         if isinstance(image, (str, os.PathLike, Image.Image)):
-            decoded = load_image(image, timeout=timeout)
+            decoded = load_image(image, timeout=timeout, max_pixels=max_pixels)
             source, pixels, mode, bit_depth = decoded.source, decoded.pixels, decoded.mode, decoded.bit_depth
             layout = "channels_last" if pixels.ndim == 3 else None
             alpha = None
@@ -210,6 +221,12 @@ class ImageRestorationPipeline(Pipeline):
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from None
             bit_depth = 16 if str(image.dtype) in ("uint16", "torch.uint16") else 8
+            height, width = array.shape[-2:]
+            if max_pixels and height * width > max_pixels:
+                raise ValueError(
+                    f"{source}: {width}x{height} = {width * height:,} pixels is more than the pixel budget of "
+                    f"{max_pixels:,}; pass max_pixels (0 for no limit) if there is memory for it"
+                )
             mode = _MODE_OF_CHANNELS[array.shape[0]]
             color, alpha = (array[:3], array[3:]) if mode == "RGBA" else (array, None)
         else:

@@ -322,3 +322,17 @@ def test_model_and_protocol_must_fit():
     test_set = load_test_set(shared_path("testsets", "Set5"), Protocol("sr-x4"))
     with pytest.raises(ValueError, match=r"upscales x2 but the sr-x4 protocol needs x4"):
         evaluate_model(tiny_model("sr-x2", upscale=2), test_set, progress=False)
+
+
+def test_an_lr_that_is_not_the_hr_divided_by_the_scale_is_not_scored(tmp_path):
+    set5 = shared_path("testsets", "Set5")
+    (tmp_path / "HR").mkdir()
+    (tmp_path / "HR" / "bird.png").symlink_to(set5 / "HR" / "bird.png")
+    lr = Image.open(set5 / "LR_bicubic" / "X2" / "birdx2.png")
+    (tmp_path / "LR_bicubic" / "X2").mkdir(parents=True)
+    lr.crop((0, 0, lr.width - 10, lr.height - 10)).save(tmp_path / "LR_bicubic" / "X2" / "birdx2.png")
+    test_set = load_test_set(tmp_path, Protocol("sr-x2"))
+    with pytest.raises(TestSetError, match=r"bird: the LR image \(134x134\) times 2 does not match the HR image"):
+        test_set[0]
+    # a true pair of the same set is scored
+    assert load_test_set(set5, Protocol("sr-x2"))[0].target.shape == (512, 512, 3)

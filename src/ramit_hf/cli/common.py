@@ -36,6 +36,16 @@ def non_negative_int(value: str) -> int:
     return number
 
 
+def max_pixels(value: str) -> int:
+    """A pixel budget: a whole number of pixels, 0 for no limit (as `image_io.check_max_pixels` takes it)."""
+    from ..image_io import check_max_pixels
+
+    try:
+        return check_max_pixels(value, "--max-pixels")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def tile_size(value: str) -> int | str:
     """'auto', 0 (never tile) or a positive tile side, as `tiling.resolve_tile_size` takes them."""
     if value == "auto":

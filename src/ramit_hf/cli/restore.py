@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import add_device_arguments, add_model_arguments, add_tiling_arguments, fail, positive_int
+from .common import add_device_arguments, add_model_arguments, add_tiling_arguments, fail, max_pixels, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -46,6 +46,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="auto",
         help="bits per channel of the outputs: auto (default) keeps 16-bit PNGs 16-bit; 16 writes every output as "
         "16-bit PNG",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=max_pixels,
+        metavar="N",
+        help="largest input (width x height) to read; default: what this machine can hold with its restored output "
+        "(or RAMIT_MAX_PIXELS); 0 for no limit",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists (resume a run)")
@@ -77,7 +84,7 @@ def collect_inputs(
     Folders are searched recursively for `IMAGE_EXTENSIONS` (hidden files and anything under `exclude`, the output
     folder, left out); a file named directly is taken whatever its extension (and fails later if it is no image).
     """
-    from ..image_io import IMAGE_EXTENSIONS, is_image_file, is_url
+    from ..image_io import IMAGE_EXTENSIONS, glob_files, is_image_file, is_url, walk_files
 
     items, failures, seen = [], [], set()
 
@@ -91,7 +98,9 @@ def collect_inputs(
             return False
         if any(part.startswith(".") for part in path.relative_to(base).parts):
             return False
-        return exclude is None or not path.resolve().is_relative_to(exclude)
+        # an output folder inside an input folder: earlier outputs are not inputs
+        inside = exclude is not None and exclude != base.resolve() and exclude.is_relative_to(base.resolve())
+        return not (inside and path.resolve().is_relative_to(exclude))
 
     for spec in specs:
         path = Path(spec).expanduser()
@@ -99,7 +108,7 @@ def collect_inputs(
             name = Path(spec.split("?")[0].split("#")[0]).name or "image.png"
             add(spec, Path(name), spec)
         elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if wanted(p, path))
+            files = sorted(p for p in walk_files(path) if wanted(p, path))
             if not files:
                 failures.append((spec, f"folder contains no images ({', '.join(IMAGE_EXTENSIONS)})"))
             for file in files:
@@ -107,9 +116,8 @@ def collect_inputs(
         elif path.is_file():
             add(spec, Path(path.name), path.resolve())
         elif _has_magic(spec):
-            fixed = _leading_fixed_parts(path)
-            base = Path(*fixed) if fixed else Path(".")
-            matches = sorted(p for p in _glob(spec) if wanted(p, base))
+            base, found = glob_files(spec)
+            matches = sorted(p for p in found if wanted(p, base))
             if not matches:
                 failures.append((spec, "pattern matches no image files"))
             for file in matches:
@@ -125,21 +133,6 @@ def _has_magic(text: str) -> bool:
     return any(char in text for char in "*?[")
 
 
-def _leading_fixed_parts(path: Path) -> list[str]:
-    parts = []
-    for part in path.parts:
-        if _has_magic(part):
-            break
-        parts.append(part)
-    return parts
-
-
-def _glob(pattern: str) -> list[Path]:
-    import glob
-
-    return [Path(match) for match in glob.glob(os.path.expanduser(pattern), recursive=True)]
-
-
 def output_name(relative: Path, bit_depth: str) -> Path:
     """Lossless formats keep their extension; lossy ones, and every output with --bit-depth 16, become .png."""
     from ..image_io import LOSSLESS_EXTENSIONS
@@ -152,11 +145,16 @@ def output_name(relative: Path, bit_depth: str) -> Path:
 
 def plan_outputs(items, output: Path, bit_depth: str, overwrite: bool, skip_existing: bool, single_file: bool) -> Plan:
     """Map inputs to outputs; refuse two inputs writing one file, and existing outputs unless told otherwise."""
+    from ..image_io import is_url
+
     plan = Plan()
     targets: dict[Path, str] = {}
     for source, relative in items:
         target = output if single_file else output / output_name(relative, bit_depth)
         key = target.resolve()
+        if target.exists() and not is_url(source) and os.path.samefile(target, source):
+            plan.failures.append((source, f"the output {target} is this input itself, which is never overwritten"))
+            continue
         if key in targets:
             raise ValueError(f"{targets[key]} and {source} would both be written to {target}; restore them separately")
         targets[key] = source
@@ -176,6 +174,13 @@ def run(args: argparse.Namespace) -> int:
     from ..image_io import IMAGE_EXTENSIONS
 
     output = Path(args.output).expanduser()
+    for spec in args.inputs:
+        if Path(spec).expanduser().is_dir() and Path(spec).expanduser().resolve() == output.resolve():
+            return fail(
+                "restore",
+                f"-o {args.output} is the input folder {spec}: outputs would mix with (or replace) the "
+                "images they come from; choose another output folder",
+            )
     items, failures = collect_inputs(args.inputs, exclude=output.resolve())
     single_file = (
         len(items) == 1
@@ -270,6 +275,7 @@ def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, l
         tile_overlap=args.tile_overlap,
         output_type="np",
         bit_depth=bit_depth,
+        max_pixels=args.max_pixels,
     )
     last = time.perf_counter()
     for index, result in results:

@@ -131,6 +131,13 @@ def prepare_sample(
                     f"{name}: the LR image ({width}x{height}) times {scale} is larger than the HR image "
                     f"({target.shape[1]}x{target.shape[0]})"
                 )
+            if (target.shape[0] // scale, target.shape[1] // scale) != (height, width):
+                cropped = f"{target.shape[1] // scale * scale}x{target.shape[0] // scale * scale}"
+                raise TestSetError(
+                    f"{name}: the LR image ({width}x{height}) times {scale} does not match the HR image "
+                    f"({target.shape[1]}x{target.shape[0]}, {cropped} cropped to a multiple of {scale}): not an "
+                    f"x{scale} pair, so it is not scored"
+                )
             # the original crops the HR to the LR size times the scale
             target = target[: height * scale, : width * scale]
         pixel_values = _to_model_input(degraded)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..safe_files import DamagedFileError, UnsafeFileError, check_weight_files
+
 RUN_FILE = "ramit_run.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 # recipe fields that may change when a run is resumed (they do not change which patches or steps are trained)
@@ -58,12 +60,17 @@ def resolve_resume(output_dir: Path, resume: bool | str | os.PathLike | None) ->
         checkpoints = complete_checkpoints(output_dir)
         if not checkpoints:
             raise TrainingSetupError(f"nothing to resume: {output_dir} has no complete checkpoint-<step> folder")
-        return checkpoints[-1]
-    path = Path(resume)
-    if not (path / TRAINER_STATE_FILE).is_file():
-        raise TrainingSetupError(
-            f"cannot resume from {path}: it is not a complete checkpoint (no {TRAINER_STATE_FILE})"
-        )
+        path = checkpoints[-1]
+    else:
+        path = Path(resume)
+        if not (path / TRAINER_STATE_FILE).is_file():
+            raise TrainingSetupError(
+                f"cannot resume from {path}: it is not a complete checkpoint (no {TRAINER_STATE_FILE})"
+            )
+    try:
+        check_weight_files(path)  # the Trainer unpickles optimizer.pt, rng_state.pth, ...: nothing that runs code
+    except (UnsafeFileError, DamagedFileError) as error:
+        raise TrainingSetupError(f"cannot resume from {path}: {error}") from None
     return path
 
 

@@ -1,0 +1,90 @@
+"""Checks of weight and checkpoint files before anything reads them for real: a damaged file is a named error, and
+a pickle that would run code is refused without being run.
+
+PyTorch's `weights_only=True` loader already refuses such pickles, but its message suggests retrying with
+`weights_only=False`, which is exactly what must not be done with a file that holds code; the errors here say what
+the file holds and that it was refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class UnsafeFileError(ValueError):
+    """A file that holds code (a pickle calling functions when loaded): refused, never loaded."""
+
+
+class DamagedFileError(ValueError):
+    """A weight or checkpoint file that is truncated, corrupt or not of its kind; the message names it."""
+
+
+# what the Trainer's own checkpoint files pickle besides tensors: numpy's random state in rng_state.pth
+_NUMPY_GLOBALS = [np.ndarray, np.dtype, np.random.RandomState, np.dtypes.UInt32DType]
+_RECONSTRUCT = getattr(np, "_core", np).multiarray._reconstruct
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "the file"):
+    """`torch.load(path, weights_only=True)` on the CPU, with named errors (`UnsafeFileError`, `DamagedFileError`)."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals([*_NUMPY_GLOBALS, _RECONSTRUCT]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)|global '?([\w.]+)", str(error))
+        culprit = next((g for g in found.groups() if g), None) if found else None
+        raise UnsafeFileError(
+            f"{path}: refused: {what} holds code, not only tensors and plain data"
+            + (f" (it would call {culprit} when loaded)" if culprit else "")
+            + "; it was not loaded. Use a file from a source you trust, or one saved as .safetensors"
+        ) from None
+    except FileNotFoundError:
+        raise DamagedFileError(f"{path}: no such file") from None
+    except Exception as error:  # zip, EOF and format errors of truncated or foreign files
+        raise DamagedFileError(
+            f"{path}: {what} is truncated, corrupt or not a PyTorch file ({type(error).__name__})"
+        ) from None
+
+
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Read the header of a `.safetensors` file and check that the file holds every byte it announces."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as file:
+            (header_size,) = struct.unpack("<Q", file.read(8))
+            if header_size > size - 8:
+                raise ValueError("header larger than the file")
+            header = json.loads(file.read(header_size))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    except (struct.error, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as error:
+        raise DamagedFileError(f"{path}: not a valid safetensors file ({error})") from None
+    expected = 8 + header_size + max(ends, default=0)
+    if size < expected:
+        raise DamagedFileError(
+            f"{path}: truncated safetensors file ({size:,} bytes of the {expected:,} its header announces)"
+        )
+
+
+def check_weight_files(folder: str | os.PathLike) -> None:
+    """Check every weight and checkpoint file in `folder` (`*.safetensors`, `*.bin`, `*.pt`, `*.pth`)."""
+    for path in sorted(Path(folder).iterdir()):
+        if not path.is_file():
+            continue
+        if path.suffix == ".safetensors":
+            check_safetensors_file(path)
+        elif path.suffix in (".bin", ".pt", ".pth"):
+            load_torch_file(path, f"the checkpoint file {path.name}")
+
+
+__all__ = ["DamagedFileError", "UnsafeFileError", "check_safetensors_file", "check_weight_files", "load_torch_file"]

@@ -1,0 +1,65 @@
+"""Damaged weight files and pickles that carry code: named errors, and the code never runs."""
+
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+from hostile_files import RunsCode, truncate
+from safetensors.torch import save_file
+
+from ramit_hf.safe_files import (
+    DamagedFileError,
+    UnsafeFileError,
+    check_safetensors_file,
+    check_weight_files,
+    load_torch_file,
+)
+
+
+def test_pickle_with_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"weight": torch.zeros(2), "payload": RunsCode(marker)}, path)
+    with pytest.raises(UnsafeFileError) as caught:
+        load_torch_file(path, "the weights")
+    message = str(caught.value)
+    assert str(path) in message and "holds code" in message and "was not loaded" in message
+    assert "weights_only=False" not in message and "weights_only" not in message
+    assert not marker.exists()
+    # a plain pickle (not torch.save's zip format) is refused the same way
+    with open(path, "wb") as file:
+        pickle.dump(RunsCode(marker), file)
+    with pytest.raises(UnsafeFileError, match="holds code"):
+        load_torch_file(path)
+    assert not marker.exists()
+
+
+def test_the_trainers_own_files_load(tmp_path):
+    # what transformers' Trainer writes into a checkpoint: tensors, and Python/numpy/torch random states
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    torch.save(rng, tmp_path / "rng_state.pth")
+    torch.save({"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": 1e-3}]}, tmp_path / "optimizer.pt")
+    torch.save({"last_epoch": 3, "_last_lr": [1e-3]}, tmp_path / "scheduler.pt")
+    save_file({"w": torch.ones(3, 3)}, tmp_path / "model.safetensors")
+    check_weight_files(tmp_path)
+    assert load_torch_file(tmp_path / "rng_state.pth")["numpy"][0] == "MT19937"
+
+
+def test_truncated_and_foreign_files_are_named(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    save_file({"w": torch.ones(64, 64)}, weights)
+    check_safetensors_file(weights)
+    truncate(weights)
+    with pytest.raises(DamagedFileError, match=r"model.safetensors: truncated safetensors file \("):
+        check_safetensors_file(weights)
+    weights.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(DamagedFileError, match="not a valid safetensors file"):
+        check_weight_files(tmp_path)
+    weights.unlink()
+    checkpoint = tmp_path / "optimizer.pt"
+    torch.save({"state": {}, "param_groups": []}, checkpoint)
+    truncate(checkpoint)
+    with pytest.raises(DamagedFileError, match="optimizer.pt: the checkpoint file optimizer.pt is truncated"):
+        check_weight_files(tmp_path)
