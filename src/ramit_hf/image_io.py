@@ -395,7 +395,7 @@ def is_image_file(path: Path) -> bool:
 def walk_files(root: str | os.PathLike) -> Iterator[Path]:
     """Every file under `root`, recursively, in a stable order. Symlinked folders are not entered (a link to a
     parent would loop for ever); symlinked files are listed."""
-    for folder, subfolders, files in os.walk(root, followlinks=False):
+    for folder, subfolders, files in os.walk(os.fspath(root), followlinks=False):
         subfolders.sort()
         for name in sorted(files):
             yield Path(folder) / name
