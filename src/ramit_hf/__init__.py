@@ -40,7 +40,7 @@ def _register() -> None:
 _register()
 
 # the training modules (the Trainer, `datasets`) load on first use, not at `import ramit_hf`
-_LAZY = {"RamitTrainer": "trainer", "prepare_training": "trainer", "load_recipe": "recipes"}
+_LAZY = {"RamitTrainer": "trainer", "prepare_training": "trainer", "load_recipe": "recipes", "export_onnx": "export"}
 
 
 def __getattr__(name: str):

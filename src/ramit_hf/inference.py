@@ -20,19 +20,37 @@ class ModelLoadError(ValueError):
     """A model source that is not a RAMiT model; the message names the source and the problem."""
 
 
+RUNTIMES = ("torch", "onnxruntime")
+
+
 def load_model(
     source: str | os.PathLike | RamitForImageRestoration,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     task: str | None = None,
+    runtime: str | None = None,
 ) -> RamitForImageRestoration:
     """A RAMiT model in eval mode from a model folder, a Hub id, an original `.pth` checkpoint, or a model.
 
-    `task` is only needed for an original checkpoint whose name and weights do not tell it.
+    `task` is only needed for an original checkpoint whose name and weights do not tell it. An `.onnx` file from
+    `ramit_hf.export_onnx` gives an `OnnxRamitModel` (ONNX Runtime), which the restoration path takes as well;
+    `runtime` ("torch" or "onnxruntime"; default: from the source) insists on one.
     """
-    if isinstance(source, RamitForImageRestoration):
-        model = source
+    if runtime not in (None, *RUNTIMES):
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if isinstance(source, (str, os.PathLike)):
+        is_onnx = Path(source).suffix == ".onnx"
+        model = _load_onnx(Path(source)) if is_onnx and runtime != "torch" else None
+    elif isinstance(source, RamitForImageRestoration):
+        is_onnx, model = False, source
     else:
+        if not isinstance(source, _onnx_runtime().OnnxRamitModel):
+            raise ModelLoadError(f"{type(source).__name__} is not a RAMiT model")
+        is_onnx, model = True, source
+    if runtime is not None and is_onnx != (runtime == "onnxruntime"):
+        need = "a PyTorch model" if is_onnx else "an .onnx file (export one with `ramit export MODEL -o OUT.onnx`)"
+        raise ModelLoadError(f"runtime {runtime!r} needs {need}; {source} is not one")
+    if model is None:
         model = _load_from(str(source), task)
     if dtype is not None:
         model = model.to(resolve_dtype(dtype))
@@ -68,6 +86,34 @@ def _load_from(source: str, task: str | None) -> RamitForImageRestoration:
     if config.model_type != RamitConfig.model_type:
         raise ModelLoadError(f"{source} is not a RAMiT model (model_type {config.model_type!r})")
     return RamitForImageRestoration.from_pretrained(source)
+
+
+def _onnx_runtime():
+    """`ramit_hf.export.onnxruntime`, imported by name: this file ships to Hub folders, which carry only the files
+    it imports relatively (transformers copies them), and the ONNX Runtime path is not one of them."""
+    import importlib
+
+    try:
+        return importlib.import_module(".export.onnxruntime", __package__)
+    except ModuleNotFoundError as error:
+        if error.name and error.name.endswith("export"):
+            raise ModelLoadError("ONNX files need the ramit_hf library (pip install ramit-hf[onnx])") from None
+        raise
+
+
+def _load_onnx(path: Path):
+    if not path.is_file():
+        raise ModelLoadError(f"model not found: {path}")
+    return _onnx_runtime().OnnxRamitModel(path)
+
+
+def model_placement(model) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype a model takes its inputs in: its parameters', or what a stand-in such as
+    `OnnxRamitModel` states."""
+    if isinstance(model, torch.nn.Module):
+        parameter = next(model.parameters())
+        return parameter.device, parameter.dtype
+    return model.device, model.dtype
 
 
 def _looks_local(source: str) -> bool:
@@ -117,11 +163,20 @@ def restore_tensor(
 
         return restore_tiled(model, pixel_values, tile_size, tile_overlap)
     height, width = pixel_values.shape[-2:]
-    parameter = next(model.parameters())
-    padded = symmetric_pad(pixel_values.to(parameter.device, parameter.dtype), model.config.pad_multiple)
+    device, dtype = model_placement(model)
+    padded = symmetric_pad(pixel_values.to(device, dtype), model.config.pad_multiple)
     out = model(pixel_values=padded).reconstruction
     scale = model.config.upscale
     return out[..., : height * scale, : width * scale].to(pixel_values.device, torch.float32)
 
 
-__all__ = ["DTYPES", "ModelLoadError", "load_model", "tune_cpu_allocator", "resolve_dtype", "restore_tensor"]
+__all__ = [
+    "DTYPES",
+    "RUNTIMES",
+    "ModelLoadError",
+    "load_model",
+    "model_placement",
+    "tune_cpu_allocator",
+    "resolve_dtype",
+    "restore_tensor",
+]

@@ -123,7 +123,7 @@ def restore_tiled(
             tiles as `AUTO_TILE_MAX_PIXELS` holds elsewhere.
         progress: show a tqdm bar over the tiles (`None`: only when stderr is a terminal).
     """
-    from .inference import restore_tensor
+    from .inference import model_placement, restore_tensor
 
     tile_overlap = default_overlap(tile_size) if tile_overlap is None else tile_overlap
     _check_tiling(pixel_values, tile_size, tile_overlap)
@@ -144,7 +144,7 @@ def restore_tiled(
     output = torch.zeros(batch, channels, height * scale, width * scale, dtype=torch.float32, device=device)
     tiles = [(b, i, j) for b in range(batch) for i in range(len(rows)) for j in range(len(cols))]
     if batch_size is None:
-        on_cpu = next(model.parameters()).device.type == "cpu"
+        on_cpu = model_placement(model)[0].type == "cpu"
         batch_size = 1 if on_cpu else max(1, AUTO_TILE_MAX_PIXELS // (tile_h * tile_w))
     chunks = [tiles[start : start + batch_size] for start in range(0, len(tiles), batch_size)]
     if progress is not False:
