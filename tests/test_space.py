@@ -157,3 +157,29 @@ def test_space_readme_header_matches_the_app_and_the_hub_ids(app):
     assert set(defaults) <= {repo_id_for(preset) for preset in PUBLISHED_PRESETS}
     requirements = (SPACE_DIR / "requirements.txt").read_text()
     assert "transformers" in requirements and "scikit-image" in requirements and "ramit" not in requirements
+
+
+def test_an_empty_or_non_image_upload_gets_a_message_naming_it(client, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    with pytest.raises(AppError, match=r"The upload notes.txt is not an image this Space can read"):
+        client.predict("Super-resolution x2", handle_file(str(notes)), 0, api_name="/restore")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(AppError, match=r"The upload empty.png is an empty file \(0 bytes\), not an image"):
+        client.predict("Super-resolution x2", handle_file(str(empty)), 0, api_name="/restore")
+
+
+def test_old_result_files_are_removed(app):
+    import os
+    import time
+
+    app.OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    old, new = app.OUTPUT_DIR / "old-result", app.OUTPUT_DIR / "new-result"
+    for folder in (old, new):
+        folder.mkdir(exist_ok=True)
+        (folder / "ramit_sr_x2.png").write_bytes(b"png")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+    app.prune_outputs(max_age_s=3600)
+    assert not old.exists() and (new / "ramit_sr_x2.png").is_file()

@@ -206,11 +206,8 @@ class ImageInput(gr.Image):
         if payload is not None and payload.path and not str(payload.url or "").startswith("data:"):
             _check_upload(Path(payload.path), payload.orig_name or Path(payload.path).name)
         return super().preprocess(payload)
-    from collections.abc import Callable, Sequence
-    from typing import TYPE_CHECKING, Any, Literal
-
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
-
     if TYPE_CHECKING:
         from gradio.components import Timer
         from gradio.components.base import Component

@@ -46,7 +46,12 @@ _register()
 _compat.install()
 
 # the training modules (the Trainer, `datasets`) load on first use, not at `import ramit_hf`
-_LAZY = {"RamitTrainer": "training", "prepare_training": "training", "load_recipe": "training"}
+_LAZY = {
+    "RamitTrainer": "training",
+    "prepare_training": "training",
+    "load_recipe": "training",
+    "export_onnx": "export",
+}
 
 
 def __getattr__(name: str):

@@ -14,8 +14,8 @@ from .image_processing_ramit import symmetric_pad
 def restore_whole(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) images in [0, 1] -> (B, C, H * s, W * s) restored, unclamped, float32 on the input's device."""
     height, width = pixel_values.shape[-2:]
-    parameter = next(model.parameters())
-    padded = symmetric_pad(pixel_values.to(parameter.device, parameter.dtype), model.config.pad_multiple)
+    device, dtype = model_placement(model)
+    padded = symmetric_pad(pixel_values.to(device, dtype), model.config.pad_multiple)
     out = model(pixel_values=padded).reconstruction
     scale = model.config.upscale
     out = out[..., : height * scale, : width * scale]
@@ -29,8 +29,17 @@ def restore_whole(model, pixel_values: torch.Tensor) -> torch.Tensor:
     return out.to(pixel_values.device, torch.float32)
 
 
+def model_placement(model) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype a model takes its inputs in: its parameters', or what a stand-in such as
+    `OnnxRamitModel` states."""
+    if isinstance(model, torch.nn.Module):
+        parameter = next(model.parameters())
+        return parameter.device, parameter.dtype
+    return model.device, model.dtype
+
+
 class NonFiniteOutputError(ValueError):
     """The model produced NaN or infinity: a result that must never be written as an image."""
 
 
-__all__ = ["NonFiniteOutputError", "restore_whole"]
+__all__ = ["NonFiniteOutputError", "model_placement", "restore_whole"]

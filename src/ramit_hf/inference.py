@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .configuration_ramit import RamitConfig
-from .forward import restore_whole
+from .forward import model_placement, restore_whole
 from .modeling_ramit import RamitForImageRestoration
 from .safe_files import DamagedFileError, UnsafeFileError, check_weight_files
 from .tiling import restore_tiled
@@ -22,17 +22,38 @@ class ModelLoadError(ValueError):
     """A model source that is not a RAMiT model; the message names the source and the problem."""
 
 
+RUNTIMES = ("torch", "onnxruntime")
+
+
 def load_model(
     source: str | os.PathLike | RamitForImageRestoration,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     task: str | None = None,
+    runtime: str | None = None,
 ) -> RamitForImageRestoration:
     """A RAMiT model in eval mode from a model folder, a Hub id, an original `.pth` checkpoint, or a model.
 
-    `task` is only needed for an original checkpoint whose name and weights do not tell it.
+    `task` is only needed for an original checkpoint whose name and weights do not tell it. An `.onnx` file from
+    `ramit_hf.export_onnx` gives an `OnnxRamitModel` (ONNX Runtime), which the restoration path takes as well;
+    `runtime` ("torch" or "onnxruntime"; default: from the source) insists on one.
     """
-    model = source if isinstance(source, RamitForImageRestoration) else _load_from(str(source), task)
+    if runtime not in (None, *RUNTIMES):
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if isinstance(source, (str, os.PathLike)):
+        is_onnx = Path(source).suffix == ".onnx"
+        model = _load_onnx(Path(source)) if is_onnx and runtime != "torch" else None
+    elif isinstance(source, RamitForImageRestoration):
+        is_onnx, model = False, source
+    else:
+        if not isinstance(source, _onnx_runtime().OnnxRamitModel):
+            raise ModelLoadError(f"{type(source).__name__} is not a RAMiT model")
+        is_onnx, model = True, source
+    if runtime is not None and is_onnx != (runtime == "onnxruntime"):
+        need = "a PyTorch model" if is_onnx else "an .onnx file (export one with `ramit export MODEL -o OUT.onnx`)"
+        raise ModelLoadError(f"runtime {runtime!r} needs {need}; {source} is not one")
+    if model is None:
+        model = _load_from(str(source), task)
     if dtype is not None:
         model = model.to(resolve_dtype(dtype))
     if device is not None:
@@ -77,6 +98,25 @@ def _load_from(source: str, task: str | None) -> RamitForImageRestoration:
         return RamitForImageRestoration.from_pretrained(source)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load a RAMiT model from {source!r}: {error}") from None
+
+
+def _onnx_runtime():
+    """`ramit_hf.export.onnxruntime`, imported by name: this file ships to Hub folders, which carry only the files
+    it imports relatively (transformers copies them), and the ONNX Runtime path is not one of them."""
+    import importlib
+
+    try:
+        return importlib.import_module(".export.onnxruntime", __package__)
+    except ModuleNotFoundError as error:
+        if error.name and error.name.endswith("export"):
+            raise ModelLoadError("ONNX files need the ramit_hf library (pip install ramit-hf[onnx])") from None
+        raise
+
+
+def _load_onnx(path: Path):
+    if not path.is_file():
+        raise ModelLoadError(f"model not found: {path}")
+    return _onnx_runtime().OnnxRamitModel(path)
 
 
 def _looks_local(source: str) -> bool:
@@ -127,4 +167,13 @@ def restore_tensor(
     return restore_whole(model, pixel_values)
 
 
-__all__ = ["DTYPES", "ModelLoadError", "load_model", "resolve_dtype", "restore_tensor", "tune_cpu_allocator"]
+__all__ = [
+    "DTYPES",
+    "RUNTIMES",
+    "ModelLoadError",
+    "load_model",
+    "model_placement",
+    "resolve_dtype",
+    "restore_tensor",
+    "tune_cpu_allocator",
+]

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .forward import restore_whole
+from .forward import model_placement, restore_whole
 
 # The largest tile "auto" picks: RAMiT-1 needs about 1.4 GB over the model for 512 x 512 on CPU (measured by
 # scripts/benchmark_memory.py), which fits a GPU with a few GiB as well. Also the default for an explicit tiling call.
@@ -144,7 +144,7 @@ def restore_tiled(
     output = torch.zeros(batch, channels, height * scale, width * scale, dtype=torch.float32, device=device)
     tiles = [(b, i, j) for b in range(batch) for i in range(len(rows)) for j in range(len(cols))]
     if batch_size is None:
-        on_cpu = next(model.parameters()).device.type == "cpu"
+        on_cpu = model_placement(model)[0].type == "cpu"
         batch_size = 1 if on_cpu else max(1, AUTO_TILE_MAX_PIXELS // (tile_h * tile_w))
     chunks = [tiles[start : start + batch_size] for start in range(0, len(tiles), batch_size)]
     if progress is not False:

@@ -13,6 +13,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "train": "train",
     "push": "push",
+    "export": "export",
 }
 
 

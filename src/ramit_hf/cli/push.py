@@ -43,6 +43,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="upload nothing; write exactly what would be uploaded to DIR (several sources: DIR/<repository name>)",
     )
     parser.add_argument("--overwrite", action="store_true", help="with --dry-run: replace existing non-empty folders")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also add onnx/model.onnx and onnx/model_fp16.onnx (verified exports) and their usage to the card",
+    )
     parser.add_argument("--private", action="store_true", help="create the repositories as private")
     parser.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the saved login)")
     parser.add_argument("--commit-message", help="message of the upload commit")
@@ -106,8 +111,18 @@ def run(args: argparse.Namespace) -> int:
                 token=args.token,
                 private=args.private,
                 commit_message=args.commit_message,
+                onnx=args.onnx,
             )
-        except (HubError, CheckpointError, ModelLoadError, ValueError, FileNotFoundError, FileExistsError) as error:
+        except (
+            HubError,
+            CheckpointError,
+            ModelLoadError,
+            ValueError,
+            FileNotFoundError,
+            FileExistsError,
+            ImportError,
+            RuntimeError,
+        ) as error:
             return fail("push", f"{source}: {error}")
         except OSError as error:  # e.g. an upload that failed on the way
             return fail("push", f"{source}: {type(error).__name__}: {error}")

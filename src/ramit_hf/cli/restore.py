@@ -39,6 +39,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_model_arguments(parser)
     add_tiling_arguments(parser, auto=True)
     add_device_arguments(parser, device="auto", dtype="float32")
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="torch (default), or onnxruntime for an .onnx file from `ramit export` (CPU; --dtype must be the graph's)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=1, help="images of the same size restored together")
     parser.add_argument(
         "--bit-depth",
@@ -208,12 +214,12 @@ def run(args: argparse.Namespace) -> int:
     if jobs:
         try:
             pipe = _build_pipeline(args, local_rank)
-        except (ValueError, OSError, RuntimeError) as error:
+        except (ValueError, OSError, RuntimeError, ImportError) as error:
             fatal = str(error)
         else:
             if not args.quiet and rank == 0:
                 config = pipe.model.config
-                params = sum(p.numel() for p in pipe.model.parameters())
+                params = pipe.model.num_parameters()
                 where = f"{world} processes" if world > 1 else f"{pipe.device}"
                 name = f"{config.variant or 'RAMiT'} {config.task or ''}".strip()
                 print(f"model: {name} ({params:,} parameters), {args.dtype} on {where}")
@@ -245,11 +251,13 @@ def _build_pipeline(args, local_rank: int):
     from ..pipeline_image_restoration import ImageRestorationPipeline
 
     device = args.device
-    if device == "auto":
+    if device == "auto" and args.runtime == "onnxruntime":
+        device = "cpu"  # where the ONNX Runtime model takes its inputs
+    elif device == "auto":
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and local_rank:
         device = f"cuda:{local_rank}"
-    model = load_model(args.model, device=device, dtype=args.dtype, task=args.task)
+    model = load_model(args.model, device=device, dtype=args.dtype, task=args.task, runtime=args.runtime)
     if args.task is not None and model.config.task not in (None, args.task):
         raise ValueError(f"{args.model} is a {model.config.task} model, not {args.task}")
     processor = processor_for(model.config)

@@ -156,6 +156,7 @@ class CardInfo:
         complexity: measured parameters and FLOPs; measured from the config when None.
         trained_from: for weights trained with `ramit_hf`, a sentence on how (optional).
         extra_tags: tags to add to the metadata's.
+        onnx: the repository holds ONNX files (`ramit push --onnx`): the card says how to run them.
     """
 
     repo_id: str
@@ -163,6 +164,7 @@ class CardInfo:
     complexity: Complexity | None = None
     trained_from: str | None = None
     extra_tags: list[str] = field(default_factory=list)
+    onnx: bool = False
 
 
 def render_model_card(config: RamitConfig, results: list, info: CardInfo) -> str:
@@ -199,6 +201,7 @@ def render_model_card(config: RamitConfig, results: list, info: CardInfo) -> str
             "These weights were trained with `ramit_hf`; the architecture is the original authors' "
             f"([rami0205/RAMiT]({ORIGINAL_REPOSITORY})), whose repository states no license."
         ),
+        "onnx_section": _onnx_section(config, info, example_file),
         "paper_url": PAPER_URL,
         "original_repository": ORIGINAL_REPOSITORY,
         "version": __version__,
@@ -206,6 +209,14 @@ def render_model_card(config: RamitConfig, results: list, info: CardInfo) -> str
     template = string.Template(_TEMPLATE.read_text(encoding="utf-8"))
     text = template.substitute(values)
     return re.sub(r"\n{3,}", "\n\n", text).rstrip("\n") + "\n"
+
+
+def _onnx_section(config, info: CardInfo, example_file: str) -> str:
+    if not info.onnx:
+        return ""
+    from ..export.hub import onnx_card_section
+
+    return "\n" + onnx_card_section(info.repo_id, example_file, config.num_channels) + "\n"
 
 
 def _metadata(config, results, info: CardInfo, name: str, task_tags: list[str]) -> str:
@@ -230,7 +241,7 @@ def _metadata(config, results, info: CardInfo, name: str, task_tags: list[str]) 
                     source_url=f"https://huggingface.co/{info.repo_id}",
                 )
             )
-    tags = ["ramit", "image-restoration", *task_tags, "custom_code", *info.extra_tags]
+    tags = ["ramit", "image-restoration", *task_tags, "custom_code", *(["onnx"] if info.onnx else []), *info.extra_tags]
     data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-to-image",

@@ -64,12 +64,15 @@ def prepare_model(source: str | os.PathLike, task: str | None = None) -> Prepare
     return PreparedModel(model, name, None, {path.resolve().name, name})
 
 
-def write_model_folder(model, folder: str | os.PathLike, card: str, overwrite: bool = False) -> Path:
+def write_model_folder(
+    model, folder: str | os.PathLike, card: str, overwrite: bool = False, onnx: bool = False
+) -> Path:
     """Write everything a Hub repository of `model` holds into `folder`, atomically.
 
     Files: `config.json` (with `auto_map` and `custom_pipelines`), `model.safetensors`, `preprocessor_config.json`,
     the code they name (`configuration_ramit.py`, `modeling_ramit.py`, `image_processing_ramit.py`,
-    `pipeline_image_restoration.py` and the files it imports) and `README.md` (`card`). The folder is assembled
+    `pipeline_image_restoration.py` and the files it imports), `README.md` (`card`) and with `onnx` the verified
+    ONNX exports in `onnx/` (`ramit_hf.export.hub.write_onnx_files`). The folder is assembled
     beside its destination and renamed into place (`ramit_hf.atomic.atomic_folder`); an existing non-empty folder
     is replaced only with `overwrite`.
     """
@@ -81,6 +84,10 @@ def write_model_folder(model, folder: str | os.PathLike, card: str, overwrite: b
         # the pipeline writes the model (with auto_map), its processor, and its own code plus custom_pipelines
         pipe.save_pretrained(staging)
         (staging / "README.md").write_text(card, encoding="utf-8")
+        if onnx:
+            from ..export.hub import write_onnx_files
+
+            write_onnx_files(model, staging)
     return Path(folder)
 
 
@@ -147,6 +154,7 @@ def push_to_hub(
     token: str | None = None,
     private: bool = False,
     commit_message: str | None = None,
+    onnx: bool = False,
 ) -> PushResult:
     """Publish a model (an original `.pth` checkpoint, converted, or a model folder) to the Hub with its model card.
 
@@ -160,6 +168,7 @@ def push_to_hub(
         dry_run: write the folder that would be uploaded here (atomically) and upload nothing.
         overwrite: with `dry_run`, replace an existing non-empty folder.
         token, private, commit_message: for the upload (`create_repo` + `upload_folder`, one commit).
+        onnx: also export the model to `onnx/model.onnx` and `onnx/model_fp16.onnx` (see `ramit_hf.export`).
 
     The token and the connection are checked first (HubError), so a failed push converts and sends nothing.
     """
@@ -177,18 +186,17 @@ def push_to_hub(
     prepared = source if isinstance(source, PreparedModel) else prepare_model(source, task=task)
     repo_id = repo_id or repo_id_for(prepared.name, namespace)
     results = load_results(results_dir, prepared.result_ids)
-    card = render_model_card(
-        prepared.model.config, results, CardInfo(repo_id=repo_id, checkpoint_name=prepared.checkpoint_name)
-    )
+    info = CardInfo(repo_id=repo_id, checkpoint_name=prepared.checkpoint_name, onnx=onnx)
+    card = render_model_card(prepared.model.config, results, info)
     if dry_run is not None:
-        folder = write_model_folder(prepared.model, dry_run, card, overwrite=overwrite)
+        folder = write_model_folder(prepared.model, dry_run, card, overwrite=overwrite, onnx=onnx)
         return PushResult(repo_id=repo_id, folder=folder, num_results=len(results))
 
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="ramit-push-") as scratch:
-        folder = write_model_folder(prepared.model, Path(scratch) / "repo", card)
+        folder = write_model_folder(prepared.model, Path(scratch) / "repo", card, onnx=onnx)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         commit = api.upload_folder(
             repo_id=repo_id,
