@@ -26,19 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ramit_hf import convert_original_checkpoint
+from ramit_hf.convert import TARGET_MODES as GOLDEN_TASKS
 from ramit_hf.export import OnnxRamitModel, export_onnx
 from ramit_hf.inference import restore_tensor, tune_cpu_allocator
 
 SHARED = ROOT.parent / "shared"
-GOLDEN_TASKS = {
-    "light_x2": "sr-x2",
-    "light_x3": "sr-x3",
-    "light_x4": "sr-x4",
-    "light_dn": "color-dn",
-    "light_graydn": "gray-dn",
-    "light_lle": "lle",
-    "light_dr": "derain",
-}
 # real images for float16: (checkpoint, input image) with the task each checkpoint was trained for
 REAL_IMAGES = [
     ("RAMiT-1_X2.pth", "testsets/Set5/LR_bicubic/X2/birdx2.png"),

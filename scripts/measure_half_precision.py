@@ -24,19 +24,11 @@ import torch
 from PIL import Image
 
 from ramit_hf import convert_original_checkpoint
-from ramit_hf.evaluation import add_gaussian_noise
-from ramit_hf.metrics import psnr, to_uint8
+from ramit_hf.convert import TARGET_MODES as GOLDEN_TASKS
+from ramit_hf.protocol import add_gaussian_noise
+from ramit_hf.protocol.metrics import psnr, to_uint8
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GOLDEN_TASKS = {
-    "light_x2": "sr-x2",
-    "light_x3": "sr-x3",
-    "light_x4": "sr-x4",
-    "light_dn": "color-dn",
-    "light_graydn": "gray-dn",
-    "light_lle": "lle",
-    "light_dr": "derain",
-}
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 

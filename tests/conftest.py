@@ -9,22 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from ramit_hf.convert import TARGET_MODES as GOLDEN_TASKS  # the golden cases name tasks as the original code does
+
 # tests never reach the Hub: a missing local model must fail at once, not after network retries
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RAMIT_SHARED", REPO_ROOT.parent / "shared")).resolve()
-
-# original (target_mode) names of the golden cases -> our task names
-GOLDEN_TASKS = {
-    "light_x2": "sr-x2",
-    "light_x3": "sr-x3",
-    "light_x4": "sr-x4",
-    "light_dn": "color-dn",
-    "light_graydn": "gray-dn",
-    "light_lle": "lle",
-    "light_dr": "derain",
-}
 
 
 # The start of a subprocess script in which `import ramit_hf` (or any of its modules) fails, as where only what a Hub

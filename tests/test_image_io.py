@@ -10,7 +10,7 @@ import pytest
 from conftest import shared_path
 from PIL import Image, ImageOps
 
-from ramit_hf import image_io
+from ramit_hf import image_files, image_io
 from ramit_hf.image_io import ImageReadError, load_image, save_image
 
 BIRD = ("testsets", "Set5", "LR_bicubic", "X2", "birdx2.png")
@@ -175,7 +175,7 @@ def test_save_checks_format_and_pixels(bird, tmp_path):
     with pytest.raises(ValueError, match="cannot write pixels of shape"):
         save_image(np.zeros((4, 4, 5), np.uint8), tmp_path / "a.png")
     assert list(tmp_path.iterdir()) == []
-    assert image_io.LOSSLESS_EXTENSIONS[0] == ".png"
+    assert image_files.LOSSLESS_EXTENSIONS[0] == ".png"
 
 
 def test_rgb_to_gray_is_opencvs_for_8_and_16_bit():
@@ -229,7 +229,7 @@ def test_bombs_are_refused_from_the_header_before_decoding(tmp_path, monkeypatch
 
 
 def test_pixel_budget_from_argument_and_environment(tmp_path, bird, monkeypatch):
-    from ramit_hf.image_io import max_pixels_for
+    from ramit_hf.pixel_budget import max_pixels_for
 
     path = tmp_path / "bird.png"
     save_image(bird, path)
@@ -263,7 +263,7 @@ def test_animated_images_are_refused_not_cut_to_one_frame(tmp_path, bird):
 
 
 def test_folder_walks_and_globs_do_not_follow_symlink_loops(tmp_path, bird):
-    from ramit_hf.image_io import glob_files, walk_files
+    from ramit_hf.image_files import glob_files, walk_files
 
     root = tmp_path / "dir"
     (root / "sub").mkdir(parents=True)

@@ -210,18 +210,20 @@ def prune_outputs(max_age_s: float = OUTPUT_MAX_AGE_S) -> None:
             pass  # another request removed it first
 
 
-class ImageInput(gr.Image):
-    """`gr.Image` whose uploads are checked before they are decoded: a file that is empty, not an image, or larger
-    than the Space can restore gets a message saying so instead of gradio's generic error."""
+def checked_image_input(**kwargs) -> gr.Image:
+    """A `gr.Image` whose uploads are checked before gradio decodes them: a file that is empty, not an image, or
+    larger than the Space restores gets a message saying so instead of gradio's generic error. (The check wraps the
+    instance's `preprocess`: a subclass would make gradio write a type-stub file beside this app.)"""
+    component = gr.Image(**kwargs)
+    decode = component.preprocess
 
-    @classmethod
-    def get_block_name(cls) -> str:
-        return "image"  # the same front-end component
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is not None and payload.path and not str(payload.url or "").startswith("data:"):
             _check_upload(Path(payload.path), payload.orig_name or Path(payload.path).name)
-        return super().preprocess(payload)
+        return decode(payload)
+
+    component.preprocess = preprocess  # type: ignore[method-assign]
+    return component
 
 
 def _check_upload(path: Path, name: str) -> None:
@@ -290,7 +292,9 @@ def build_demo() -> gr.Blocks:
         with gr.Row():
             with gr.Column():
                 task = gr.Radio(list(TASKS), value=DEFAULT_TASK, label="Task")
-                image = ImageInput(type="numpy", image_mode="RGB", sources=["upload", "clipboard"], label="Input image")
+                image = checked_image_input(
+                    type="numpy", image_mode="RGB", sources=["upload", "clipboard"], label="Input image"
+                )
                 noise_level = gr.Slider(
                     0,
                     50,

@@ -35,6 +35,16 @@ FILE_TASKS = {
     "LLE": "lle",
     "DR": "derain",
 }
+# The original code's `--target_mode` values (its training and test scripts) -> our tasks.
+TARGET_MODES = {
+    "light_x2": "sr-x2",
+    "light_x3": "sr-x3",
+    "light_x4": "sr-x4",
+    "light_dn": "color-dn",
+    "light_graydn": "gray-dn",
+    "light_lle": "lle",
+    "light_dr": "derain",
+}
 _FILE_NAME = re.compile(r"(RAMiT(?:-1|-slimSR|-slimLLE)?)_(X2|X3|X4|CDN|GDN|LLE|DR)\b", re.IGNORECASE)
 
 # Original parameter names -> ours, applied in order to each key.
@@ -320,6 +330,8 @@ def save_model_folder(model, output_dir: str | os.PathLike, overwrite: bool = Fa
 
 
 __all__ = [
+    "FILE_TASKS",
+    "TARGET_MODES",
     "CheckpointError",
     "DetectedCheckpoint",
     "convert_original_checkpoint",

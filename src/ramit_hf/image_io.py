@@ -9,25 +9,22 @@ Pillow decodes 16-bit RGB(A) and gray+alpha PNGs to 8 bits, so 16-bit PNGs are d
 no compiled code, ~80 kB; imageio reads PNGs through Pillow and has the same limit, OpenCV would add ~60 MB). pypng
 unfilters in Python: about 1 s per megapixel for the slowest PNG filter, small next to restoring the image.
 
-Also here, for every part of the package that reads image files (benchmarks, training data, `ramit restore`): finding
-them (`list_images`, `is_image_file`, `find_subfolder`) and the pixel-format conversions on decoded arrays
-(`to_gray_or_rgb`, `rgb_to_gray` exactly as OpenCV, `to_channels`).
+Also here, for every part of the package that reads image files (benchmarks, training data, `ramit restore`): the
+pixel-format conversions on decoded arrays (`to_gray_or_rgb`, `rgb_to_gray` exactly as OpenCV, `to_channels`).
+Finding image files is `image_files`; the pixel budget every reader checks is `pixel_budget`.
 
-This file ships with the pipeline to Hub folders, so it imports nothing from the rest of the package but `atomic`
-(which imports only the standard library).
+This file ships with the pipeline to Hub folders, so it imports nothing from the rest of the package but `atomic`,
+`image_files` and `pixel_budget` (which import only the standard library).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import io
 import os
-import re
 import struct
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .atomic import write_file_atomic
-
-# Extensions of image files: what `ramit restore`, test sets and training data pick up in folders (and globs).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".tga")
-# Formats that store pixels exactly; restored images keep these extensions, others (JPEG, WebP) are written as PNG.
-LOSSLESS_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".tga")
+from .pixel_budget import MAX_PIXELS_ENV, max_pixels_for
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # headers of common formats: a file that has one but that Pillow cannot identify is damaged, not a non-image
@@ -64,13 +57,6 @@ _ORIENT = {
     8: lambda a: np.rot90(a, 1),
 }
 _MODE_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-
-# The pixel budget (see `max_pixels_for`): the environment variable that overrides it, the share of memory it may
-# take, and bytes per pixel held: input (decoded 16-bit RGBA, then float32) and output (per output pixel: the float32
-# canvas, the clamped copy, the 16-bit image handed to the encoder).
-MAX_PIXELS_ENV = "RAMIT_MAX_PIXELS"
-MEMORY_SHARE = 0.5
-_BYTES_PER_PIXEL = {"input": 8 + 16, "output": 12 + 12 + 6}
 
 
 class ImageReadError(ValueError):
@@ -109,47 +95,6 @@ def describe(image) -> str:
     if shape is not None:
         return f"{type(image).__name__} of shape {tuple(shape)} and dtype {dtype}"
     return type(image).__name__
-
-
-def max_pixels_for(scale: int = 1) -> int:
-    """The default pixel budget: the largest input (width x height) this machine can decode and hold with its
-    restored output (x `scale` per side), in `MEMORY_SHARE` of its memory; `RAMIT_MAX_PIXELS` overrides it (0: none).
-
-    Restoration itself runs in tiles, so the model's memory does not grow with the image; what grows is the decoded
-    input and the output canvas (float32 while tiles are blended, then 8 or 16 bits), `_BYTES_PER_PIXEL` per pixel.
-    """
-    text = os.environ.get(MAX_PIXELS_ENV)
-    if text is not None:
-        return check_max_pixels(text, MAX_PIXELS_ENV)
-    per_input_pixel = _BYTES_PER_PIXEL["input"] + scale * scale * _BYTES_PER_PIXEL["output"]
-    return int(_memory_bytes() * MEMORY_SHARE) // per_input_pixel
-
-
-def check_max_pixels(value, what: str = "max_pixels") -> int:
-    """A pixel budget as given by a user (int or text): a non-negative integer, 0 meaning no limit."""
-    try:
-        number = int(str(value).replace("_", ""))
-    except ValueError:
-        raise ValueError(f"{what} must be a whole number of pixels (0 for no limit), got {value!r}") from None
-    if number < 0:
-        raise ValueError(f"{what} must be a whole number of pixels (0 for no limit), got {value!r}")
-    return number
-
-
-def _memory_bytes() -> int:
-    """Physical memory, or the container's limit (cgroup v2 / v1) where that is lower."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 16 << 30
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            limit = Path(limit_file).read_text().strip()
-        except OSError:
-            continue
-        if limit.isdigit():
-            total = min(total, int(limit))
-    return total
 
 
 def _check_budget(width: int, height: int, name: str, max_pixels: int | None) -> None:
@@ -387,67 +332,6 @@ def _write_png16(array: np.ndarray, file) -> None:
 # finding image files
 
 
-def is_image_file(path: Path) -> bool:
-    """A regular file with one of `IMAGE_EXTENSIONS` (any case)."""
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def walk_files(root: str | os.PathLike) -> Iterator[Path]:
-    """Every file under `root`, recursively, in a stable order. Symlinked folders are not entered (a link to a
-    parent would loop for ever); symlinked files are listed."""
-    for folder, subfolders, files in os.walk(os.fspath(root), followlinks=False):
-        subfolders.sort()
-        for name in sorted(files):
-            yield Path(folder) / name
-
-
-def glob_files(pattern: str) -> tuple[Path, list[Path]]:
-    """(the pattern's fixed leading folder, the files matching it), `**` spanning folders as in `glob`, without
-    entering symlinked folders (see `walk_files`)."""
-    parts = Path(os.path.expanduser(pattern)).parts
-    fixed = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
-    base = Path(*parts[:fixed]) if fixed else Path(".")
-    wanted = [re.compile(fnmatch.translate(part)) for part in parts[fixed:]]
-    if not base.is_dir():
-        return base, []
-    return base, [path for path in walk_files(base) if _match_parts(path.relative_to(base).parts, wanted)]
-
-
-def _match_parts(parts: tuple[str, ...], pattern: list) -> bool:
-    if not pattern:
-        return not parts
-    if pattern[0].pattern == fnmatch.translate("**"):
-        return any(_match_parts(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
-    return bool(parts) and bool(pattern[0].match(parts[0])) and _match_parts(parts[1:], pattern[1:])
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """The image files (`is_image_file`) directly inside `folder`, sorted by name; possibly none."""
-    return sorted(path for path in Path(folder).iterdir() if is_image_file(path))
-
-
-def match_name(names, candidates) -> str | None:
-    """The first of `candidates` that is among `names`, compared case-insensitively, spelled as in `names`.
-
-    Finds the conventional folders (`HR/`, `LQ/`, ...) and columns (`hr`, `lq`, ...) of image datasets.
-    """
-    by_lower: dict[str, str] = {}
-    for name in names:
-        by_lower.setdefault(name.lower(), name)
-    return next((by_lower[c.lower()] for c in candidates if c.lower() in by_lower), None)
-
-
-def find_subfolder(folder: str | os.PathLike, candidates) -> Path | None:
-    """The sub-folder of `folder` named like the first of `candidates` that exists (case-insensitively), or None."""
-    subfolders = {path.name: path for path in Path(folder).iterdir() if path.is_dir()}
-    name = match_name(subfolders, candidates)
-    return subfolders[name] if name is not None else None
-
-
-# ----------------------------------------------------------------------------------------------
-# pixel formats of decoded arrays
-
-
 def to_gray_or_rgb(pixels: np.ndarray) -> np.ndarray:
     """Decoded pixels (see the module docstring) -> (H, W, 1) gray or (H, W, 3) RGB; alpha is dropped (not
     blended), the dtype kept."""
@@ -482,25 +366,14 @@ def to_channels(image: np.ndarray, num_channels: int) -> np.ndarray:
 
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "LOSSLESS_EXTENSIONS",
-    "MAX_PIXELS_ENV",
     "DecodedImage",
     "ImageReadError",
-    "check_max_pixels",
     "decode_image_bytes",
     "describe",
-    "find_subfolder",
-    "glob_files",
-    "is_image_file",
     "is_url",
-    "list_images",
     "load_image",
-    "match_name",
-    "max_pixels_for",
     "rgb_to_gray",
     "save_image",
     "to_channels",
     "to_gray_or_rgb",
-    "walk_files",
 ]

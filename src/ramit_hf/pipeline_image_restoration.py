@@ -18,9 +18,10 @@ from PIL import Image
 from transformers import Pipeline
 from transformers.utils import logging
 
-from .image_io import check_max_pixels, describe, load_image, max_pixels_for
+from .image_io import describe, load_image
 from .image_processing_ramit import RamitImageProcessor, convert_channels, image_to_array, to_integer_image
 from .inference import restore_tensor
+from .pixel_budget import check_max_pixels, max_pixels_for
 from .tiling import resolve_tile_size
 
 logger = logging.get_logger(__name__)
@@ -195,7 +196,7 @@ class ImageRestorationPipeline(Pipeline):
         """One input -> {"pixel_values": (1, C, H, W) float32 in [0, 1] (unpadded), and what postprocess needs}.
 
         `max_pixels` bounds width x height (default: what this machine can hold with the restored output,
-        `image_io.max_pixels_for`; 0: no limit), checked before a file is decoded.
+        `pixel_budget.max_pixels_for`; 0: no limit), checked before a file is decoded.
         """
         processor = self.image_processor
         if max_pixels is None:

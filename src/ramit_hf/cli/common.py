@@ -38,7 +38,7 @@ def non_negative_int(value: str) -> int:
 
 def max_pixels(value: str) -> int:
     """A pixel budget: a whole number of pixels, 0 for no limit (as `image_io.check_max_pixels` takes it)."""
-    from ..image_io import check_max_pixels
+    from ..pixel_budget import check_max_pixels
 
     try:
         return check_max_pixels(value, "--max-pixels")

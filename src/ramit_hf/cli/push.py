@@ -57,42 +57,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..convert import CheckpointError
-    from ..hub import (
-        HubError,
-        check_hub_access,
-        prepare_model,
-        push_to_hub,
-        released_checkpoints,
-        repo_id_for,
-        validate_repo_id,
-    )
+    from ..hub import HubError, prepare_model, push_to_hub
     from ..inference import ModelLoadError
 
-    sources = [Path(source) for source in args.sources]
-    if args.released:
-        try:
-            sources += released_checkpoints(args.released)
-        except FileNotFoundError as error:
-            return fail("push", error)
-    if not sources:
-        return fail("push", "nothing to push: give checkpoints or model folders, or --released DIR")
-    if args.repo_id and len(sources) > 1:
-        return fail("push", f"--repo-id names one repository but {len(sources)} models were given; use --namespace")
-    try:
-        if args.repo_id:
-            validate_repo_id(args.repo_id)
-        elif args.namespace:
-            repo_id_for("x", args.namespace)
-    except ValueError as error:
-        return fail("push", error)
-    if not Path(args.results).is_dir():
-        print(f"ramit push: warning: no results folder {args.results}: the cards will have no results", file=sys.stderr)
-    if args.dry_run is None:
-        try:
-            user = check_hub_access(args.token)  # before any model is converted
-        except HubError as error:
-            return fail("push", error)
-        print(f"logged in to the Hugging Face Hub as {user}")
+    sources = _sources(args)
+    if isinstance(sources, str):
+        return fail("push", sources)
+    problem = _check_destination(args, len(sources))
+    if problem is not None:
+        return fail("push", problem)
 
     for source in sources:
         try:
@@ -132,3 +105,42 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{source} -> https://huggingface.co/{result.repo_id} ({cards}; {result.commit_url})")
     return 0
+
+
+def _sources(args: argparse.Namespace) -> list[Path] | str:
+    """The models to push, or the problem with them."""
+    from ..hub import released_checkpoints
+
+    sources = [Path(source) for source in args.sources]
+    if args.released:
+        try:
+            sources += released_checkpoints(args.released)
+        except FileNotFoundError as error:
+            return str(error)
+    if not sources:
+        return "nothing to push: give checkpoints or model folders, or --released DIR"
+    if args.repo_id and len(sources) > 1:
+        return f"--repo-id names one repository but {len(sources)} models were given; use --namespace"
+    return sources
+
+
+def _check_destination(args: argparse.Namespace, count: int) -> str | None:
+    """Repository names and, unless a dry run, the Hub login, checked before any model is converted."""
+    from ..hub import HubError, check_hub_access, repo_id_for, validate_repo_id
+
+    try:
+        if args.repo_id:
+            validate_repo_id(args.repo_id)
+        elif args.namespace:
+            repo_id_for("x", args.namespace)
+    except ValueError as error:
+        return str(error)
+    if not Path(args.results).is_dir():
+        print(f"ramit push: warning: no results folder {args.results}: the cards will have no results", file=sys.stderr)
+    if args.dry_run is None:
+        try:
+            user = check_hub_access(args.token)
+        except HubError as error:
+            return str(error)
+        print(f"logged in to the Hugging Face Hub as {user}")
+    return None

@@ -90,7 +90,8 @@ def collect_inputs(
     Folders are searched recursively for `IMAGE_EXTENSIONS` (hidden files and anything under `exclude`, the output
     folder, left out); a file named directly is taken whatever its extension (and fails later if it is no image).
     """
-    from ..image_io import IMAGE_EXTENSIONS, glob_files, is_image_file, is_url, walk_files
+    from ..image_files import IMAGE_EXTENSIONS, glob_files, is_image_file, walk_files
+    from ..image_io import is_url
 
     items, failures, seen = [], [], set()
 
@@ -141,7 +142,7 @@ def _has_magic(text: str) -> bool:
 
 def output_name(relative: Path, bit_depth: str) -> Path:
     """Lossless formats keep their extension; lossy ones, and every output with --bit-depth 16, become .png."""
-    from ..image_io import LOSSLESS_EXTENSIONS
+    from ..image_files import LOSSLESS_EXTENSIONS
 
     suffix = relative.suffix.lower()
     if bit_depth == "16" or suffix not in LOSSLESS_EXTENSIONS:
@@ -177,7 +178,7 @@ def plan_outputs(items, output: Path, bit_depth: str, overwrite: bool, skip_exis
 def run(args: argparse.Namespace) -> int:
     if args.overwrite and args.skip_existing:
         return fail("restore", "--overwrite and --skip-existing contradict each other")
-    from ..image_io import IMAGE_EXTENSIONS
+    from ..image_files import IMAGE_EXTENSIONS
 
     output = Path(args.output).expanduser()
     for spec in args.inputs:

@@ -24,6 +24,7 @@ Face dataset id or save_to_disk folder with image columns also works (--hq-colum
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    # one declaration per option: long, but flat; splitting it would only scatter the command's options
     from ..training.recipes import RECIPE_NAMES, Recipe
 
     parser = subparsers.add_parser(

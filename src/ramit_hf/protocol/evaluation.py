@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..image_io import (
-    save_image,
-)
+from ..image_io import save_image
 from ..inference import restore_tensor
 from .metrics import psnr, ssim, to_uint8
 from .results import EvaluationResult, ImageResult

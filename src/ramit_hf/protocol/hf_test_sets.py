@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..image_io import (
-    match_name,
-)
+from ..image_files import match_name
 from .samples import ImageEntry, TestSet, TestSetError, as_uint8_image
 from .task_protocol import NOISE
 
@@ -24,14 +22,7 @@ def load_hf_test_set(source, protocol, name, split, hr_column, lr_column, name_c
         raise TestSetError(
             f"reading the dataset {source} needs the `datasets` package: pip install 'ramit-hf[eval]'"
         ) from None
-    try:
-        if Path(source).expanduser().is_dir():
-            loaded = datasets.load_from_disk(str(Path(source).expanduser()))
-        else:
-            loaded = datasets.load_dataset(source, split=split)
-    except Exception as error:  # datasets raises many kinds (ConnectionError offline, DatasetNotFoundError, ...)
-        raise TestSetError(f"cannot load the dataset {source!r}: {type(error).__name__}: {error}") from None
-    dataset, split = _pick_split(loaded, split, source, datasets)
+    dataset, split = _pick_split(_load_dataset(datasets, source, split), split, source, datasets)
 
     features = dataset.features
     image_columns = [c for c, f in features.items() if isinstance(f, datasets.Image)]
@@ -87,6 +78,15 @@ def load_hf_test_set(source, protocol, name, split, hr_column, lr_column, name_c
         input_source = input_column
     set_name = name or Path(source.rstrip("/")).name
     return TestSet(set_name, source, entries, protocol, kind, input_source, split=split)
+
+
+def _load_dataset(datasets, source, split):
+    try:
+        if Path(source).expanduser().is_dir():
+            return datasets.load_from_disk(str(Path(source).expanduser()))
+        return datasets.load_dataset(source, split=split)
+    except Exception as error:  # datasets raises many kinds (ConnectionError offline, DatasetNotFoundError, ...)
+        raise TestSetError(f"cannot load the dataset {source!r}: {type(error).__name__}: {error}") from None
 
 
 def _pick_split(loaded, split, source, datasets):

@@ -17,14 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..image_io import (
-    ImageReadError,
-    decode_image_bytes,
-    load_image,
-    rgb_to_gray,
-    to_channels,
-    to_gray_or_rgb,
-)
+from ..image_io import ImageReadError, decode_image_bytes, load_image, rgb_to_gray, to_channels, to_gray_or_rgb
 from .resize import imresize, modcrop
 from .task_protocol import Protocol, add_gaussian_noise
 

@@ -10,11 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..image_io import (
-    IMAGE_EXTENSIONS,
-    find_subfolder,
-    list_images,
-)
+from ..image_files import IMAGE_EXTENSIONS, find_subfolder, list_images
 from .hf_test_sets import load_hf_test_set
 from .samples import ImageEntry, TestSet, TestSetError, read_image
 from .task_protocol import NOISE, Protocol

@@ -11,11 +11,7 @@ import torch
 from PIL import Image
 
 from ..configuration_ramit import TASK_UPSCALE, TASKS
-from ..image_io import (
-    ImageReadError,
-    load_image,
-    to_gray_or_rgb,
-)
+from ..image_io import ImageReadError, load_image, to_gray_or_rgb
 from ..protocol.resize import imresize
 
 # margin (in low-resolution pixels) around a patch when only its region is downscaled: the bicubic kernel reaches

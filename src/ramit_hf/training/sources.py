@@ -16,13 +16,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..image_io import (
-    IMAGE_EXTENSIONS,
-    find_subfolder,
-    match_name,
-    to_channels,
-)
-from ..image_io import list_images as _list_image_files
+from ..image_files import IMAGE_EXTENSIONS, find_subfolder, match_name
+from ..image_files import list_images as _list_image_files
+from ..image_io import to_channels
 from .pixels import DataError, pil_to_array, task_scale
 
 # sub-folder names of paired datasets (matched case-insensitively)
