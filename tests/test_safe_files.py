@@ -63,3 +63,12 @@ def test_truncated_and_foreign_files_are_named(tmp_path):
     truncate(checkpoint)
     with pytest.raises(DamagedFileError, match="optimizer.pt: the checkpoint file optimizer.pt is truncated"):
         check_weight_files(tmp_path)
+
+
+def test_the_trainers_record_of_its_arguments_is_not_checked_since_nothing_loads_it(tmp_path):
+    from transformers import TrainingArguments
+
+    torch.save(TrainingArguments(output_dir=str(tmp_path / "run"), report_to="none"), tmp_path / "training_args.bin")
+    check_weight_files(tmp_path)  # a pickle of an object: it would be refused, but it is never unpickled
+    with pytest.raises(UnsafeFileError):
+        load_torch_file(tmp_path / "training_args.bin")

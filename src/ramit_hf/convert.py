@@ -94,7 +94,11 @@ def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         loaded = load_torch_file(path, "the checkpoint")
-    except (DamagedFileError, UnsafeFileError) as error:
+    except DamagedFileError:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated, corrupt or not a .pth file)"
+        ) from None
+    except UnsafeFileError as error:
         raise CheckpointError(str(error)) from None
     return _unwrap(loaded, source=str(path))
 

@@ -76,10 +76,16 @@ def check_safetensors_file(path: str | os.PathLike) -> None:
         )
 
 
+# Written by transformers' Trainer beside checkpoints as a record, and never loaded by it or by us (it pickles the
+# TrainingArguments object, so it would not pass the check).
+NEVER_LOADED = ("training_args.bin",)
+
+
 def check_weight_files(folder: str | os.PathLike) -> None:
-    """Check every weight and checkpoint file in `folder` (`*.safetensors`, `*.bin`, `*.pt`, `*.pth`)."""
+    """Check every weight and checkpoint file in `folder` (`*.safetensors`, `*.bin`, `*.pt`, `*.pth`) but
+    `NEVER_LOADED`."""
     for path in sorted(Path(folder).iterdir()):
-        if not path.is_file():
+        if not path.is_file() or path.name in NEVER_LOADED:
             continue
         if path.suffix == ".safetensors":
             check_safetensors_file(path)
