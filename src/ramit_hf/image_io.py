@@ -145,7 +145,7 @@ def decode_image_bytes(data: bytes, name: str, max_pixels: int | None = None) ->
         _check_budget(width, height, name, max_pixels)
         return _decode_png16(data, name)
     try:
-        with _pillow_bomb_check_off():  # the budget above is the check, from the header and before decoding
+        with pillow_bomb_check_off():  # the budget above is the check, from the header and before decoding
             image = Image.open(io.BytesIO(data))
             _check_budget(image.width, image.height, name, max_pixels)
             _check_single_frame(image, name)
@@ -163,7 +163,8 @@ def decode_image_bytes(data: bytes, name: str, max_pixels: int | None = None) ->
 
 
 @contextlib.contextmanager
-def _pillow_bomb_check_off():
+def pillow_bomb_check_off():
+    """Pillow's decompression-bomb check off, where the pixel budget is checked instead (from the header)."""
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
@@ -372,6 +373,7 @@ __all__ = [
     "describe",
     "is_url",
     "load_image",
+    "pillow_bomb_check_off",
     "rgb_to_gray",
     "save_image",
     "to_channels",

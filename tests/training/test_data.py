@@ -175,3 +175,14 @@ def test_bad_data_is_reported_before_training(tmp_path):
     # an epoch too short for one step
     with pytest.raises(DataError, match="does not fill one step"):
         ProgressiveSchedule(10, 2, [0], [64], [32])
+
+
+def test_training_images_above_the_pixel_budget_are_refused_from_their_headers(tmp_path):
+    from hostile_files import png_bomb
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "huge.png").write_bytes(png_bomb(20000, 20000))
+    source = load_source(folder, task="sr-x2")
+    with pytest.raises(DataError, match=r"above the pixel budget of [\d,]+ in .*huge \(20000x20000\)"):
+        check_sizes(source, "sr-x2")

@@ -18,7 +18,8 @@ from PIL import Image
 
 from ..image_files import IMAGE_EXTENSIONS, find_subfolder, match_name
 from ..image_files import list_images as _list_image_files
-from ..image_io import to_channels
+from ..image_io import pillow_bomb_check_off, to_channels
+from ..pixel_budget import MAX_PIXELS_ENV, max_pixels_for
 from .pixels import DataError, pil_to_array, task_scale
 
 # sub-folder names of paired datasets (matched case-insensitively)
@@ -122,8 +123,8 @@ def _image_size(value) -> tuple[int, int]:
     source = value.get("bytes") or value.get("path")
     import io
 
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-        return image.height, image.width
+    with pillow_bomb_check_off(), Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        return image.height, image.width  # the header only: check_sizes applies the pixel budget
 
 
 def _from_files(hq_files, lq_files, names) -> object:
@@ -254,12 +255,15 @@ def _scan_sizes(dataset) -> list:
 
 
 def check_sizes(source: ImageSource, task: str, patch_size: int | None = None) -> None:
-    """Raise `DataError` for pairs whose sizes do not fit together, or images smaller than `patch_size` (an input
-    patch side), naming every offending image (up to 10)."""
+    """Raise `DataError` for images above the pixel budget, pairs whose sizes do not fit together, or images smaller
+    than `patch_size` (an input patch side), naming every offending image (up to 10)."""
     scale = task_scale(task)
-    mismatched, small = [], []
+    mismatched, small, huge = [], [], []
+    budget = max_pixels_for()
     names = source.dataset["name"]
     for name, (hq, lq) in zip(names, source.sizes, strict=True):
+        if budget and hq[0] * hq[1] > budget:
+            huge.append(f"{name} ({hq[1]}x{hq[0]})")
         if lq is not None:
             if scale == 1 and lq != hq:
                 mismatched.append(f"{name} (HQ {hq[1]}x{hq[0]}, LQ {lq[1]}x{lq[0]})")
@@ -272,6 +276,11 @@ def check_sizes(source: ImageSource, task: str, patch_size: int | None = None) -
         input_side = min(hq) // scale
         if patch_size is not None and input_side < patch_size:
             small.append(f"{name} ({hq[1]}x{hq[0]})")
+    if huge:
+        raise DataError(
+            f"images above the pixel budget of {budget:,} in {source.description}: {_listing(huge, 10)} (read from "
+            f"their headers; nothing was decoded); raise it with {MAX_PIXELS_ENV} (0 for no limit) if there is memory"
+        )
     if mismatched:
         raise DataError(f"image sizes do not match in {source.description}: {_listing(mismatched, 10)}")
     if small:
