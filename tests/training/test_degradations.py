@@ -174,3 +174,31 @@ def re_escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+def test_ramit_evaluate_scores_the_seeded_degraded_set(tmp_path, capsys):
+    import json
+
+    from conftest import checkpoint
+
+    from ramit_hf.cli import main
+
+    folder = tmp_path / "HR"
+    folder.mkdir()
+    for name in ("bird", "head"):
+        with Image.open(shared_path("testsets", "Set5", "HR", f"{name}.png")) as file:
+            file.crop((0, 0, 128, 96)).save(folder / f"{name}.png")
+    model = str(checkpoint("RAMiT-1_X2.pth"))
+
+    def evaluate(*extra):
+        assert main(["evaluate", "--model", model, "--dataset", str(tmp_path), "--json", "--no-progress", *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    degraded = evaluate("--degradation", "realesrgan", "--seed", "0")
+    again = evaluate("--degradation", "realesrgan", "--seed", "0")  # seeded: the same inputs again
+    assert again["images"] == degraded["images"] and again["mean"] == degraded["mean"]
+    assert degraded["dataset"]["input"]["kind"] == "degraded" and "seed 0" in degraded["dataset"]["input"]["source"]
+    bicubic, other = evaluate(), evaluate("--degradation", "realesrgan", "--seed", "1")
+    assert degraded["mean"]["psnr"] < bicubic["mean"]["psnr"] - 3 and other["mean"] != degraded["mean"]
+    assert main(["evaluate", "--model", model, "--dataset", str(tmp_path), "--degradation", "nope"]) == 2
+    assert "unknown degradation 'nope'" in capsys.readouterr().err

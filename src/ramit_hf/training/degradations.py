@@ -72,12 +72,13 @@ class DegradationError(ValueError):
 # settings
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path, name: str | None = None) -> dict:
     import yaml
 
     if not path.is_file():
         names = sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
-        raise DegradationError(f"unknown degradation {str(path)!r}: give one of {', '.join(names)} or a .yaml file")
+        given = name or str(path)
+        raise DegradationError(f"unknown degradation {given!r}: give one of {', '.join(names)} or a .yaml file")
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
         raise DegradationError(f"{path} must hold a mapping of degradation settings")
@@ -102,7 +103,10 @@ def resolve_settings(value) -> dict | None:
     value = dict(value)
     base = str(value.pop("base", "realesrgan"))
     path = Path(base) if base.endswith((".yaml", ".yml")) else BUILTIN_DIR / f"{base}.yaml"
-    settings = builtin_settings() if path.name == "realesrgan.yaml" else {**builtin_settings(), **_read(path)}
+    if path == BUILTIN_DIR / "realesrgan.yaml":
+        settings = builtin_settings()
+    else:
+        settings = {**builtin_settings(), **_read(path, base)}
     unknown = [k for k in value if k not in settings]
     if unknown:
         hints = [
