@@ -104,7 +104,9 @@ def load_original_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
 
 
 def _unwrap(loaded, source: str) -> dict[str, torch.Tensor]:
-    for wrapper in ("state_dict", "model", "params", "params_ema"):
+    # BasicSR-style files hold the raw weights (`params`) and their moving average (`params_ema`): the average is
+    # what BasicSR tests and releases, so it wins when both are there
+    for wrapper in ("state_dict", "model", "params_ema", "params"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
             loaded = loaded[wrapper]
             break
@@ -278,8 +280,9 @@ def detect_checkpoint(
     """Detect the model a RAMiT state dict holds, and check that every one of its parameters fits that model.
 
     Takes an original state dict or one with our names (`ramit.` / `reconstruction.`), also wrapped (`state_dict`,
-    `model`, `params`, `params_ema`) or saved from DDP (`module.`). The variant is read from the weights' shapes, the
-    task from the caller, the weights or `default_task` (see `detect_setting`). Raises `CheckpointError` naming
+    `model`, `params_ema`, `params`; the average `params_ema` wins when both are there) or saved from DDP
+    (`module.`). The variant is read from the weights' shapes, the task from the caller, the weights or
+    `default_task` (see `detect_setting`). Raises `CheckpointError` naming
     `source` and the problem, e.g. a missing, unexpected or mis-shaped parameter: nothing is half-detected.
     """
     state_dict = _unwrap(state_dict, source)

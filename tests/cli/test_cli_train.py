@@ -99,9 +99,10 @@ def test_two_processes_split_the_data_and_end_identical(workspace):
 
 
 def test_killed_run_resumes_exactly(workspace):
+    # with an EMA of the weights, which the checkpoints carry and the delivered model is
     uninterrupted, killed = workspace / "whole", workspace / "killed"
     base = [sys.executable, "-m", "ramit_hf.cli"]
-    steps = ["--max-steps", "16", "--eval-steps", "4"]
+    steps = ["--max-steps", "16", "--eval-steps", "4", "--ema-decay", "0.9"]
     # both runs start together (2 cores); the second is killed once its first checkpoint is complete
     whole = subprocess.Popen(
         base + train_command(workspace, uninterrupted, *steps),
@@ -135,9 +136,9 @@ def test_killed_run_resumes_exactly(workspace):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from checkpoint-" in resumed.stdout
     assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
-    for folder in ("checkpoint-16", "."):
-        expected = load_file(uninterrupted / folder / "model.safetensors")
-        actual = load_file(killed / folder / "model.safetensors")
+    for file in ("checkpoint-16/model.safetensors", "checkpoint-16/ema.safetensors", "model.safetensors"):
+        expected, actual = load_file(uninterrupted / file), load_file(killed / file)
+        folder = file
         assert expected.keys() == actual.keys()
         for name, tensor in expected.items():
             assert actual[name].equal(tensor), f"{folder}/{name} differs after resuming"
@@ -188,6 +189,27 @@ def test_bad_input_fails_before_training(workspace, tmp_path, capsys):
     fails(["train", "--recipe", "derain", "--train-data", str(pairs), "--output-dir", str(out)], "sizes do not match")
     fails(["train", "--recipe", "sr-x3", "--train-data", str(small), "--output-dir", str(out)], "--init-from")
     fails([*train_command(workspace, out), "--resume"], "nothing to resume")
+    # degradation settings out of range, an EMA decay outside (0, 1)
+    fails(
+        [*train_command(workspace, out), "--degradation", "realesrgan", "--set", "degradation.sinc_prob=1.2"],
+        "sinc_prob",
+    )
+    fails([*train_command(workspace, out), "--set", "degradation.noise_range=[-5, 10]"], "noise_range must be")
+    fails([*train_command(workspace, out), "--set", "degradation.jpeg_range=[0, 95]"], "jpeg_range must be")
+    fails([*train_command(workspace, out), "--ema-decay", "1.0"], "ema_decay must be in (0, 1)")
+    # a validation image that is also a training image
+    overlap = tmp_path / "overlap"
+    overlap.mkdir()
+    (overlap / "copy.png").write_bytes(shared_path("testsets", "Set14", "HR", "baboon.png").read_bytes())
+    fails(
+        [*train_command(workspace, out)[:5], "--val-data", str(overlap), "--output-dir", str(out)], "same file content"
+    )
+    # position-paired folders of different lengths
+    (pairs / "LQ" / "extra.png").write_bytes((pairs / "LQ" / "1.png").read_bytes())
+    fails(
+        ["train", "--recipe", "derain", "--train-data", str(pairs), "--pair-by-position", "--output-dir", str(out)],
+        "differ in length",
+    )
     # a non-empty output folder is left alone without --resume or --overwrite
     out.mkdir()
     (out / "keep.txt").write_text("mine")

@@ -76,16 +76,16 @@ def test_tiny_training_run_improves_validation(tmp_path, val_folder):
     run = prepare_training(
         recipe, shared_path("testsets", "Set14", "HR"), val_folder, tmp_path / "run", disable_tqdm=True
     )
-    before = run.trainer.evaluate()
+    before = {k.replace(f"_{val_folder.name}_", "_"): v for k, v in run.trainer.evaluate().items()}
     run.train()
-    after = run.trainer.evaluate()
+    after = {k.replace(f"_{val_folder.name}_", "_"): v for k, v in run.trainer.evaluate().items()}
     assert after["eval_l1"] < before["eval_l1"] - 0.02, (before, after)
     assert after["eval_psnr"] > before["eval_psnr"] + 2.0, (before, after)
 
     # eval_psnr is the paper's protocol: restore, round to 8 bits, Y channel, 2 px border, mean over images
     model = run.trainer.model.eval()
     scores = []
-    for pair in run.trainer.eval_dataset:
+    for pair in run.trainer.eval_dataset[val_folder.name]:
         out = restore_tensor(model, pair["pixel_values"][None])[0].permute(1, 2, 0).numpy()
         target = to_uint8(pair["labels"].permute(1, 2, 0).numpy())
         scores.append(psnr(to_uint8(out), target, crop_border=2, test_y_channel=True))
@@ -100,7 +100,8 @@ def test_tiny_training_run_improves_validation(tmp_path, val_folder):
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[name], tensor, rtol=0, atol=0)
     card = (output / "README.md").read_text()
-    assert "recipe `sr-x2`" in card and "40 of the recipe's" in card and "PSNR" in card
+    assert "recipe `sr-x2`" in card and "40 of the recipe's" in card and "| PSNR | SSIM |" in card
+    assert "Delivered weights: the final weights (step 40)" in card
     assert json.loads((output / "ramit_run.json").read_text())["train_images"] == 14
 
 

@@ -32,6 +32,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="super-resolution: make the LR with bicubic imresize even if the set has LR images",
     )
+    parser.add_argument(
+        "--degradation",
+        help="super-resolution: make each LR input with real-world degradations (realesrgan, or a settings .yaml) "
+        "instead of bicubic, seeded per image with --seed",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="--degradation: seed of the degraded inputs (default 0)")
     parser.add_argument("--split", help="`datasets` split (default: the only one, else 'test')")
     parser.add_argument("--hr-column", help="`datasets` column of the ground truth")
     parser.add_argument("--lr-column", help="`datasets` column of the degraded input")
@@ -77,12 +83,16 @@ def run(args: argparse.Namespace) -> int:
             protocol,
             name=args.dataset_name,
             lr_dir=args.lr_dir,
-            make_lr=args.make_lr,
+            make_lr=args.make_lr or args.degradation is not None,
             split=args.split,
             hr_column=args.hr_column,
             lr_column=args.lr_column,
             name_column=args.name_column,
         )
+        if args.degradation is not None:
+            from ..training.degradations import degraded_test_set, resolve_settings
+
+            test_set = degraded_test_set(test_set, resolve_settings(args.degradation), args.seed)
         result = evaluate_model(
             model,
             test_set,

@@ -10,8 +10,10 @@ from .common import fail
 EPILOG = """\
 examples:
   ramit train --recipe sr-x2 --train-data DIV2K/ --val-data Set5/ --output-dir runs/sr-x2
-  ramit train --recipe sr-x2 --init-from RAMiT_X2.pth --train-data my_photos/ --val-data Set5/ \\
+  ramit train --recipe sr-x2 --init-from RAMiT_X2.pth --train-data my_photos/ --val-data my_val_photos/ \\
       --learning-rate 1e-5 --epochs 5 --warmup-epochs 0 --milestones [] --eval-every-epochs 1
+  ramit train --recipe sr-x2 ... --degradation realesrgan --ema-decay 0.999   # real-world inputs, EMA weights
+  ramit train --recipe color-dn ... --val-data CBSD68/ Kodak24/ --keep-best --best-metric cbsd68_s25_psnr
   ramit train --recipe sr-x3 --init-from runs/sr-x2 --train-data DIV2K/ --val-data Set5/
   ramit train --recipe sr-x2 ... --set max_steps=50 --set model.drop_path_rate=0.1
   ramit train --recipe sr-x2 ... --output-dir runs/sr-x2 --resume          # continue from the last checkpoint
@@ -40,7 +42,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--train-data", help="training images: folder, dataset folder, or Hugging Face dataset id")
     parser.add_argument("--train-lq", help="folder of low-quality training inputs, paired by name")
-    parser.add_argument("--val-data", help="validation images (same forms as --train-data)")
+    parser.add_argument(
+        "--val-data",
+        nargs="+",
+        help="validation images (same forms as --train-data); several sets are each validated and logged",
+    )
     parser.add_argument("--val-lq", help="folder of low-quality validation inputs, paired by name")
     parser.add_argument("--output-dir", help="run folder (checkpoints, final model); default ./ramit-<recipe>")
     parser.add_argument(
@@ -121,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         run = prepare_training(
             recipe,
             args.train_data,
-            args.val_data,
+            args.val_data[0] if args.val_data and len(args.val_data) == 1 else args.val_data,
             args.output_dir,
             train_lq=args.train_lq,
             val_lq=args.val_lq,
@@ -144,11 +150,14 @@ def run(args: argparse.Namespace) -> int:
     if main_process:
         from ..training.card import final_metrics
 
-        step, quality = final_metrics(run.trainer.state)
-        measured = ", ".join(f"{k} {v:.4f}" for k, v in quality.items())
+        step, table = final_metrics(run.trainer.state, run.best_metric is not None)
+        measured = "; ".join(
+            f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()) for name, values in table.items()
+        )
+        kept = "best" if run.best_metric else "final"
         print(
             f"saved {run.output_dir} after {run.trainer.state.global_step} steps "
-            f"({metrics.get('train_runtime', 0):.0f} s)" + (f"; kept step {step}: {measured}" if quality else "")
+            f"({metrics.get('train_runtime', 0):.0f} s)" + (f"; {kept} step {step}: {measured}" if table else "")
         )
     return 0
 

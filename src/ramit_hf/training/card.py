@@ -15,16 +15,76 @@ if TYPE_CHECKING:
 # model card
 
 
-def final_metrics(state) -> tuple[int | None, dict[str, float]]:
-    """(step, eval metrics) of the kept model: the best checkpoint's evaluation, or the last evaluation."""
-    evaluations = [entry for entry in state.log_history if "eval_psnr" in entry]
-    if not evaluations:
+MEASURES = ("psnr", "ssim", "l1")
+
+
+def final_metrics(state, keep_best: bool = False) -> tuple[int | None, dict[str, dict[str, float]]]:
+    """(step, {validation set: {psnr, ssim, l1}}) of the delivered model: the last evaluation, or the best
+    checkpoint's with `keep_best`. Sets are named as logged (`eval_<set>_psnr`; `""` for a plain `eval_psnr`)."""
+    evaluated = [e for e in state.log_history if any(_split(k) for k in e)]
+    if not evaluated:
         return None, {}
-    chosen = evaluations[-1]
-    if state.best_global_step:
-        chosen = next((e for e in evaluations if e.get("step") == state.best_global_step), chosen)
-    metrics = {k.removeprefix("eval_"): v for k, v in chosen.items() if k in ("eval_psnr", "eval_ssim", "eval_l1")}
-    return chosen.get("step"), metrics
+    step = evaluated[-1].get("step")
+    if keep_best and state.best_global_step:
+        step = state.best_global_step
+    table: dict[str, dict[str, float]] = {}
+    for entry in evaluated:
+        if entry.get("step") == step:
+            for key, value in entry.items():
+                if (parts := _split(key)) is not None:
+                    table.setdefault(parts[0], {})[parts[1]] = value
+    return step, table
+
+
+def _split(key: str) -> tuple[str, str] | None:
+    if not key.startswith("eval_"):
+        return None
+    name = key.removeprefix("eval_")
+    if name in MEASURES:
+        return "", name
+    head, _, measure = name.rpartition("_")
+    return (head, measure) if head and measure in MEASURES else None
+
+
+def _selection_lines(run: TrainingRun, step: int | None) -> list[str]:
+    recipe = run.recipe
+    if run.best_metric is not None:
+        chosen = f"the checkpoint of step {step}, the best by `{run.best_metric}` (keep_best)"
+    else:
+        chosen = f"the final weights (step {run.trainer.state.global_step}), as the original delivers its last epoch"
+    if recipe.ema_decay is not None:
+        warmup = ", decay warm-up" if recipe.ema_warmup else ""
+        chosen = f"the exponential moving average (decay {recipe.ema_decay:g}{warmup}) of {chosen}"
+    lines = [f"- Delivered weights: {chosen}."]
+    if run.benchmarks:
+        names = ", ".join(run.benchmarks)
+        if run.best_metric is not None:
+            lines.append(
+                f"- Note: the validation data includes the published benchmark(s) {names} and the checkpoint was "
+                "selected on it: results on those sets are optimistic."
+            )
+        else:
+            lines.append(
+                f"- Note: the validation data includes the published benchmark(s) {names}; it was only logged, not "
+                "used to select the weights."
+            )
+    return lines
+
+
+def _inputs(recipe) -> str:
+    if recipe.degradation is not None and recipe.task.startswith("sr-"):
+        return "; inputs with the recipe's real-world degradation, seed 0 (`ramit evaluate --degradation`)"
+    return ""
+
+
+def _metrics_table(table: dict[str, dict[str, float]]) -> list[str]:
+    lines = ["| validation set | PSNR | SSIM |", "|---|---|---|"]
+    for name, values in table.items():
+        lines.append(
+            f"| {name or 'validation'} | {values.get('psnr', float('nan')):.4f} | "
+            f"{values.get('ssim', float('nan')):.4f} |"
+        )
+    return lines
 
 
 def write_model_card(run: TrainingRun) -> Path:
@@ -32,7 +92,7 @@ def write_model_card(run: TrainingRun) -> Path:
     import yaml
 
     recipe, state, config = run.recipe, run.trainer.state, run.model.config
-    step, metrics = final_metrics(state)
+    step, table = final_metrics(state, run.best_metric is not None)
     border, y = eval_protocol(recipe.task)
     measured = "Y channel" if y else "all channels"
     lines = [
@@ -63,12 +123,13 @@ def write_model_card(run: TrainingRun) -> Path:
             f"{recipe.epochs}), {run.trainer.args.world_size} process(es)."
         ),
     ]
-    if metrics:
-        lines.append(
-            f"- Validation ({run.val_description}, {measured}, {border} px border) at step {step}: "
-            + ", ".join(f"{k.upper() if k != 'l1' else 'L1'} {v:.4f}" for k, v in metrics.items())
-            + "."
-        )
+    lines += _selection_lines(run, step)
+    if table:
+        lines += [
+            f"- Validation ({run.val_description}; {measured}, {border} px border{_inputs(recipe)}) at step {step}:",
+            "",
+            *_metrics_table(table),
+        ]
     else:
         lines.append("- Validation: none.")
     lines += [

@@ -18,6 +18,10 @@ Conventions:
 * Denoising: Gaussian noise with sigma drawn uniformly from `noise_sigma` (0-255 scale) per patch, added to the
   input and not clipped, as the original `make_some_noise` does (it noises the whole image before cropping; the
   noise is independent per pixel, so noising the patch is the same distribution).
+* Real-world degradations (`degradation`, super-resolution without given low-resolution images): the region
+  around the patch, with a margin of `DEGRADATION_MARGIN` input pixels where the image has them, goes through the
+  Real-ESRGAN pipeline (`training.degradations`) with a generator seeded from (seed, epoch, position), and the
+  patch is cut from its interior.
 * Grayscale: RGB images become 8-bit luma exactly as OpenCV's `COLOR_RGB2GRAY` computes it (the original's
   conversion).
 * Augmentation: a horizontal flip with probability 1/2, then a rotation by k x 90 degrees (k uniform in 0-3), the
@@ -35,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .degradations import RealDegradation, training_rng
 from .pixels import (
     augment,
     downscale_region,
@@ -45,6 +50,9 @@ from .pixels import (
 )
 from .schedule import ItemPlan, ProgressiveSchedule
 from .sources import DecodeImages, ImageSource, check_sizes
+
+# input pixels degraded around each patch, so that blur and resizes see image content rather than the border
+DEGRADATION_MARGIN = 8
 
 # --------------------------------------------------------------------------------------------------
 # training patches
@@ -90,6 +98,8 @@ class RestorationPatchDataset(torch.utils.data.Dataset):
         augment: random flip and 90-degree rotations.
         image_cache_mb: decoded images kept per process (0: decode for every patch).
         trace_dir: if set, each process appends what it served to `trace_dir/rank<r>.jsonl`.
+        degradation: real-world degradation settings (`training.degradations`) for super-resolution inputs made
+            from the HR images, instead of bicubic downscaling.
     """
 
     def __init__(
@@ -102,6 +112,7 @@ class RestorationPatchDataset(torch.utils.data.Dataset):
         augment: bool = True,
         image_cache_mb: int = 1024,
         trace_dir: str | os.PathLike | None = None,
+        degradation: dict | None = None,
     ):
         self.scale = task_scale(task)
         self.task = task
@@ -117,6 +128,7 @@ class RestorationPatchDataset(torch.utils.data.Dataset):
         self.cache = _DecodedCache(image_cache_mb * 2**20)
         self.trace_dir = Path(trace_dir) if trace_dir is not None else None
         self._orders: OrderedDict = OrderedDict()
+        self.degradation = RealDegradation(degradation, self.scale) if degradation and self.scale > 1 else None
 
     def __len__(self) -> int:
         return self.schedule.num_items
@@ -153,7 +165,12 @@ class RestorationPatchDataset(torch.utils.data.Dataset):
                 lr_h, lr_w = min(lr_h, lq.shape[0]), min(lr_w, lq.shape[1])
             top, left = int(rng.integers(0, lr_h - p + 1)), int(rng.integers(0, lr_w - p + 1))
             target = hq[top * s : (top + p) * s, left * s : (left + p) * s]
-            inp = lq[top : top + p, left : left + p] if lq is not None else downscale_region(hq, s, top, left, p)
+            if lq is not None:
+                inp = lq[top : top + p, left : left + p]
+            elif self.degradation is not None:
+                inp = self._degraded_region(hq, top, left, p, training_rng(self.seed, epoch, position))
+            else:
+                inp = downscale_region(hq, s, top, left, p)
         else:
             top = int(rng.integers(0, hq.shape[0] - p + 1))
             left = int(rng.integers(0, hq.shape[1] - p + 1))
@@ -168,6 +185,14 @@ class RestorationPatchDataset(torch.utils.data.Dataset):
             noise = rng.standard_normal(inp.shape, dtype=np.float32) * np.float32(sigma / 255.0)
             inp = inp + torch.from_numpy(noise)
         return inp, target, row
+
+    def _degraded_region(self, hq: np.ndarray, top: int, left: int, size: int, rng) -> np.ndarray:
+        assert self.degradation is not None
+        s, m = self.scale, DEGRADATION_MARGIN
+        y0, x0 = max(0, top - m), max(0, left - m)
+        y1, x1 = min(hq.shape[0] // s, top + size + m), min(hq.shape[1] // s, left + size + m)
+        region = self.degradation(hq[y0 * s : y1 * s, x0 * s : x1 * s], rng)
+        return region[top - y0 : top - y0 + size, left - x0 : left - x0 + size]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         plan = self.schedule.item(index)

@@ -1,9 +1,10 @@
 """Putting a run together: `prepare_training` and `train` run a `Recipe` on image folders or datasets.
 
 Data, schedule, model (from scratch, or `init_from` any source `inference.load_model` takes), checkpoints every
-`eval_every_epochs`, the best one kept, exact resume, a model card at the end. Multi-process runs (`torchrun`,
-`accelerate launch`) use the same code: each process builds the same schedule and takes its share of the
-micro-batches.
+`eval_every_epochs`, validation on one or several sets (and noise levels), the final weights delivered (or the best
+checkpoint with `keep_best`; the EMA of the weights with `ema_decay`), exact resume, a model card at the end.
+Multi-process runs (`torchrun`, `accelerate launch`) use the same code: each process builds the same schedule and
+takes its share of the micro-batches.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ from .checkpoints import (
     incomplete_checkpoints,
     resolve_resume,
 )
+from .ema import WeightsEMA
 from .learning_rate import paper_learning_rate, peak_learning_rate
 from .models import build_model
 from .patches import RestorationPatchDataset
+from .pixels import DataError
 from .recipes import Recipe, load_recipe
 from .schedule import ProgressiveSchedule
+from .selection import best_metric_key, check_disjoint, set_name, unique_names, warn_benchmarks
 from .sources import ImageSource, check_sizes, load_source
 from .trainer import CadenceCallback, RamitTrainer, WeightsDigestCallback
 from .validation import eval_protocol, validation_dataset
@@ -58,6 +62,13 @@ class TrainingRun:
     init_note: str
     train_description: str
     val_description: str | None
+    eval_keys: list[str]
+    benchmarks: list[str]
+    best_metric: str | None
+
+    @property
+    def ema(self) -> WeightsEMA | None:
+        return self.trainer.ema
 
     @property
     def model(self) -> RamitForImageRestoration:
@@ -89,8 +100,18 @@ class TrainingRun:
         )
 
     def train(self) -> dict:
-        """Train (or continue), save the final model with its processor and a model card; returns the metrics."""
+        """Train (or continue), save the delivered model with its processor and a model card; returns the metrics.
+
+        The delivered weights are the final ones (the best checkpoint's with `keep_best`), their EMA when the
+        recipe has `ema_decay`."""
+        if self.ema is not None and self.resume_from is not None:
+            self.ema.load(self.resume_from)
         result = self.trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
+        if self.ema is not None:
+            best = self.trainer.state.best_model_checkpoint
+            if self.recipe.keep_best and best:
+                self.ema.load(best)
+            self.ema.copy_to(self.model)
         self.trainer.save_model(str(self.output_dir))
         if self.trainer.is_world_process_zero():
             write_model_card(self)
@@ -124,11 +145,13 @@ def prepare_training(
     """
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     _check_warm_start(recipe)
+    if recipe.keep_best and val_data is None:
+        raise TrainingSetupError("keep_best selects a checkpoint by validation: pass --val-data (or drop keep_best)")
     output_dir = Path(output_dir or f"ramit-{recipe.name}")
     resume_from = resolve_resume(output_dir, resume)
     check_output_dir(output_dir, resume_from is not None, overwrite)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    sources = dict(split=train_split, hq_column=hq_column, lq_column=lq_column)
+    sources = dict(split=train_split, hq_column=hq_column, lq_column=lq_column, by_position=recipe.pair_by_position)
     data = _prepare_data(recipe, train_data, train_lq, val_data, val_lq, val_split, sources, output_dir, world_size)
     model, init_note = build_model(recipe)
 
@@ -136,7 +159,8 @@ def prepare_training(
     lr = paper_learning_rate(recipe, schedule)
     base_lr = peak_learning_rate(recipe, schedule.phases[0].total_batch, schedule.phases[0].total_batch)
     has_eval = data.eval_dataset is not None
-    arguments = _training_arguments(recipe, schedule, output_dir, has_eval, world_size, base_lr, report_to)
+    best = best_metric_key(recipe.best_metric, list(data.eval_dataset)) if recipe.keep_best and has_eval else None
+    arguments = _training_arguments(recipe, schedule, output_dir, best, has_eval, world_size, base_lr, report_to)
     arguments.update(training_arguments)
     args = TrainingArguments(**arguments)
     if args.world_size != world_size:
@@ -149,7 +173,7 @@ def prepare_training(
         "samples_per_epoch": schedule.samples_per_epoch,
         "world_size": world_size,
         "gradient_accumulation_steps": recipe.gradient_accumulation_steps,
-        "val_data": data.val_source.description if data.val_source is not None else None,
+        "val_data": data.val_description,
         "init_note": init_note,
     }
     if resume_from is not None:
@@ -170,6 +194,7 @@ def prepare_training(
         head_only_steps=schedule.step_at_epoch(recipe.warm_start_epochs) if recipe.warm_start_epochs else 0,
         schedule=schedule,
         eval_protocol=eval_protocol(recipe.task),
+        ema=WeightsEMA(model, recipe.ema_decay, recipe.ema_warmup) if recipe.ema_decay is not None else None,
         callbacks=all_callbacks,
     )
     return TrainingRun(
@@ -180,7 +205,10 @@ def prepare_training(
         resume_from=resume_from,
         init_note=init_note,
         train_description=data.train_source.description,
-        val_description=data.val_source.description if data.val_source is not None else None,
+        val_description=data.val_description,
+        eval_keys=list(data.eval_dataset or {}),
+        benchmarks=data.benchmarks,
+        best_metric=best[0] if best else None,
     )
 
 
@@ -198,8 +226,9 @@ class _RunData:
     train_source: ImageSource
     schedule: ProgressiveSchedule
     train_dataset: RestorationPatchDataset
-    val_source: ImageSource | None
-    eval_dataset: object | None
+    eval_dataset: dict | None
+    val_description: str | None
+    benchmarks: list[str]
     trace_dir: Path | None
 
 
@@ -228,12 +257,35 @@ def _prepare_data(recipe, train_data, train_lq, val_data, val_lq, val_split, sou
         augment=recipe.augment,
         image_cache_mb=recipe.image_cache_mb,
         trace_dir=trace_dir,
+        degradation=recipe.degradation,
     )
-    eval_dataset = val_source = None
-    if val_data is not None:
-        val_source = load_source(val_data, val_lq, task=recipe.task, **{**sources, "split": val_split})
-        eval_dataset = validation_dataset(val_source, recipe.task, recipe.val_noise_sigma, recipe.max_val_images)
-    return _RunData(train_source, schedule, train_dataset, val_source, eval_dataset, trace_dir)
+    if val_data is None:
+        return _RunData(train_source, schedule, train_dataset, None, None, [], trace_dir)
+    eval_dataset, descriptions, names = _validation_sets(recipe, train_source, val_data, val_lq, val_split, sources)
+    benchmarks = warn_benchmarks(names, recipe.keep_best)
+    return _RunData(train_source, schedule, train_dataset, eval_dataset, ", ".join(descriptions), benchmarks, trace_dir)
+
+
+def _validation_sets(recipe, train_source, val_data, val_lq, val_split, sources):
+    """{metric name: validation pairs} of every set (and, for denoising, every noise level), each checked to share
+    no image with the training data; the sets' descriptions and names."""
+    many = isinstance(val_data, (list, tuple))
+    items = list(val_data) if many else [val_data]
+    if val_lq is not None and len(items) > 1:
+        raise DataError("--val-lq names the low-quality folder of one validation set; give each set its LQ/ folder")
+    names = unique_names([set_name(item) for item in items])
+    denoising = recipe.task in ("color-dn", "gray-dn")
+    eval_dataset, descriptions = {}, []
+    for name, item in zip(names, items, strict=True):
+        source = load_source(item, val_lq, task=recipe.task, **{**sources, "split": val_split})
+        check_disjoint(train_source, source)
+        descriptions.append(f"{name} ({source.description})" if many or name != "val" else source.description)
+        for sigma in recipe.val_noise_sigma if denoising else [None]:
+            key = f"{name}_s{sigma:g}" if sigma is not None else name
+            noise = sigma if sigma is not None else recipe.val_noise_sigma[0]
+            degradation = recipe.degradation
+            eval_dataset[key] = validation_dataset(source, recipe.task, noise, recipe.max_val_images, degradation)
+    return eval_dataset, descriptions, names
 
 
 def _cadence(recipe: Recipe, schedule: ProgressiveSchedule) -> list[int]:
@@ -243,7 +295,7 @@ def _cadence(recipe: Recipe, schedule: ProgressiveSchedule) -> list[int]:
     return [s for s in schedule.epoch_end_steps(recipe.eval_every_epochs) if s <= schedule.num_steps]
 
 
-def _training_arguments(recipe, schedule, output_dir: Path, has_eval: bool, world_size: int, base_lr, report_to):
+def _training_arguments(recipe, schedule, output_dir: Path, best, has_eval: bool, world_size: int, base_lr, report_to):
     arguments = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=1,
@@ -259,9 +311,10 @@ def _training_arguments(recipe, schedule, output_dir: Path, has_eval: bool, worl
         save_strategy="steps",
         save_steps=schedule.num_steps,
         save_total_limit=recipe.save_total_limit,
-        load_best_model_at_end=has_eval,
-        metric_for_best_model="psnr" if has_eval else None,
-        greater_is_better=True if has_eval else None,
+        # the original delivers the last epoch's weights; the best checkpoint only when asked (keep_best)
+        load_best_model_at_end=best is not None,
+        metric_for_best_model=best[0] if best else None,
+        greater_is_better=best[1] if best else None,
         batch_eval_metrics=True,
         remove_unused_columns=False,
         logging_steps=recipe.logging_steps,

@@ -111,6 +111,18 @@ def pair_files(hq_files: Sequence[Path], lq_files: Sequence[Path], scale: int) -
     return pairs
 
 
+def pair_by_position(hq_files: Sequence[Path], lq_files: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """Pair the i-th low-quality file with the i-th high-quality one, both in name order (for pairs whose names
+    differ, such as LOL + VE-LOL); both folders must hold the same number of images."""
+    if len(hq_files) != len(lq_files):
+        raise DataError(
+            f"position-paired folders differ in length: {hq_files[0].parent} has {len(hq_files)} images, "
+            f"{lq_files[0].parent} has {len(lq_files)}; pairing by position needs one low-quality image per "
+            "high-quality one"
+        )
+    return list(zip(hq_files, lq_files, strict=True))
+
+
 def _listing(names: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
@@ -178,9 +190,11 @@ def load_source(
     split: str = "train",
     hq_column: str | None = None,
     lq_column: str | None = None,
+    by_position: bool = False,
 ) -> ImageSource:
     """The images of `data`: a folder (see `folder_layout`), a `datasets` dataset, a `save_to_disk` folder or a Hub
     dataset id, with low-quality images from `lq` (a folder) or the dataset's low-quality column when given.
+    Folder pairs match by name, or with `by_position` by their position in name order (`pair_by_position`).
 
     Raises `DataError` for an empty folder, names that do not pair up, or a missing image column.
     """
@@ -202,7 +216,8 @@ def load_source(
         lq_dir = Path(lq) if lq is not None else lq_dir
         hq_files = list_images(hq_dir)
         if lq_dir is not None:
-            pairs = pair_files(hq_files, list_images(lq_dir), scale)
+            lq_files = list_images(lq_dir)
+            pairs = pair_by_position(hq_files, lq_files) if by_position else pair_files(hq_files, lq_files, scale)
             dataset = _from_files([h for h, _ in pairs], [lq for _, lq in pairs], [h.stem for h, _ in pairs])
             description = f"{hq_dir} + {lq_dir}"
         else:

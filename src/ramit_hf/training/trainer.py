@@ -10,7 +10,9 @@
   `protocol.metrics.batch_psnr_ssim` and the task's protocol (SR: luma, `scale` pixels cropped). `prediction_step`
   returns per-image rows `[psnr, ssim, l1]` instead of images, so processes of different image sizes gather
   cheaply; metrics are aggregated per batch (`batch_eval_metrics=True`) and reported as `eval_psnr`, `eval_ssim`,
-  `eval_l1`;
+  `eval_l1` (`eval_<set>_psnr`, ... for a dict of validation sets);
+* `ema`: a `WeightsEMA` updated after every step, evaluated instead of the raw weights and saved in every
+  checkpoint (`ema.safetensors`);
 * every checkpoint is a `save_pretrained` folder with the image processor beside the model.
 """
 
@@ -30,6 +32,7 @@ from ..convert import processor_for
 from ..inference import restore_tensor
 from ..modeling_ramit import RamitForImageRestoration
 from ..protocol.metrics import batch_psnr_ssim
+from .ema import EMACallback, WeightsEMA
 from .patches import RestorationPatchDataset, collate_batches
 from .schedule import ProgressiveSchedule
 from .validation import eval_protocol
@@ -93,6 +96,7 @@ class RamitTrainer(Trainer):
             state is cleared when they end (a fresh Adam, as the original warm start rebuilds it).
         schedule: the run's `ProgressiveSchedule`, for logging the paper epoch and patch size.
         eval_protocol: `(crop_border, test_y_channel)`; by default the model's task's (`data.eval_protocol`).
+        ema: a `WeightsEMA` of the model: updated after every optimizer step, evaluated, and saved in checkpoints.
 
     `processing_class` defaults to the model's image processor (saved in every checkpoint), `data_collator` to
     `data.collate_batches`, `compute_metrics` to `QualityMetrics` (which needs `args.batch_eval_metrics=True`).
@@ -116,6 +120,7 @@ class RamitTrainer(Trainer):
         head_only_steps: int = 0,
         schedule: ProgressiveSchedule | None = None,
         eval_protocol: tuple[int, bool] | None = None,
+        ema: WeightsEMA | None = None,
         processing_class=None,
         data_collator=None,
         compute_metrics=None,
@@ -157,6 +162,10 @@ class RamitTrainer(Trainer):
         self.head_only_steps = int(head_only_steps)
         self.schedule = schedule
         self.eval_protocol = eval_protocol if eval_protocol is not None else _protocol_of(model.config)
+        self.ema = ema
+        self._evaluating_ema = False
+        if ema is not None:
+            self.add_callback(EMACallback(ema))
 
     # ---- data
 
@@ -195,7 +204,31 @@ class RamitTrainer(Trainer):
                     parameter.grad = None
         return loss
 
-    # ---- evaluation
+    # ---- evaluation and saving
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """The Trainer's evaluation, of the EMA weights when there is an EMA."""
+        if self.ema is None or self._evaluating_ema:  # (a dict of sets evaluates each through this method)
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        self._evaluating_ema = True
+        try:
+            with self.ema.applied_to(self.model):
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._evaluating_ema = False
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        folder = Path(output_dir or self.args.output_dir)
+        if self.args.should_save and (folder / "training_args.bin").is_file():
+            # the Trainer pickles its arguments (a file that runs code when loaded, which `load_model` and resuming
+            # refuse); the same settings are kept as JSON
+            (folder / "training_args.json").write_text(self.args.to_json_string())
+            (folder / "training_args.bin").unlink()
+        # a checkpoint (an internal save) carries the average; it is written before trainer_state.json, which
+        # marks the checkpoint complete
+        if self.ema is not None and _internal_call and self.args.should_save:
+            self.ema.save(output_dir or self.args.output_dir)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Restore each image with the paper's protocol; return (loss, per-image [psnr, ssim, l1], dummy labels)."""

@@ -79,7 +79,20 @@ class Recipe:
         "opt_float_list",
         "[low, high]: Gaussian noise sigma (0-255 scale) drawn uniformly per patch and added to the input",
     )
-    val_noise_sigma: float = _field(25.0, "float", "noise sigma of the validation inputs of denoising tasks")
+    val_noise_sigma: list = _field(
+        None,
+        "float_list",
+        "noise sigmas of the validation inputs of denoising tasks, each scored separately (the paper: 15, 25, 50)",
+        default_factory=lambda: [25.0],
+    )
+    pair_by_position: bool = _field(
+        False, "bool", "pair low/high-quality files by their position in name order (for pairs whose names differ)"
+    )
+    degradation: dict | None = _field(
+        None,
+        "opt_degradation",
+        "real-world degradations of SR inputs: realesrgan, a YAML file, or a mapping of settings (null: bicubic)",
+    )
     augment: bool = _field(True, "bool", "random horizontal flip and 90-degree rotation of each patch pair")
     max_val_images: int | None = _field(None, "opt_int", "use only the first N validation images")
     image_cache_mb: int = _field(1024, "int", "decoded training images kept in memory per data-loading process (MiB)")
@@ -92,7 +105,17 @@ class Recipe:
     # evaluation and checkpoints
     eval_every_epochs: int = _field(20, "int", "validate and save a checkpoint every N epochs (and at the end)")
     eval_steps: int | None = _field(None, "opt_int", "validate and save every N steps instead of every N epochs")
-    save_total_limit: int | None = _field(3, "opt_int", "checkpoints kept besides the best one (null: all)")
+    save_total_limit: int | None = _field(3, "opt_int", "checkpoints kept (besides the best one with keep_best)")
+    keep_best: bool = _field(
+        False, "bool", "deliver the checkpoint with the best best_metric instead of the final weights"
+    )
+    best_metric: str = _field(
+        "psnr", "str", "metric of keep_best: psnr, ssim, l1 or loss on the first validation set, or e.g. set12_s25_psnr"
+    )
+    ema_decay: float | None = _field(
+        None, "opt_float", "exponential moving average of the weights with this decay (e.g. 0.999); null: none"
+    )
+    ema_warmup: bool = _field(True, "bool", "ramp the EMA decay up as min(decay, (1 + step) / (10 + step))")
     logging_steps: int = _field(50, "int", "log the training loss every N steps")
     # precision and speed
     bf16: bool = _field(False, "bool", "bfloat16 autocast")
@@ -176,6 +199,14 @@ class Recipe:
             problems.append("image_cache_mb and dataloader_num_workers must be >= 0")
         if not isinstance(self.model, dict):
             problems.append(f"model must be a mapping of RamitConfig fields, got {self.model!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            problems.append(f"ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+        if any(s <= 0 for s in self.val_noise_sigma) or not self.val_noise_sigma:
+            problems.append(f"val_noise_sigma must be positive sigmas, got {self.val_noise_sigma}")
+        if self.degradation is not None:
+            from ..degradations import settings_problems
+
+            problems += [f"degradation: {p}" for p in settings_problems(self.degradation, self.task)]
         if problems:
             raise RecipeError(f"recipe {self.name!r}: " + "; ".join(problems))
 
@@ -222,6 +253,13 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return converted
     if base == "dict":
         return dict(value) if isinstance(value, dict) else fail("a mapping")
+    if base == "degradation":
+        from ..degradations import DegradationError, resolve_settings
+
+        try:
+            return resolve_settings(value)
+        except DegradationError as error:
+            raise RecipeError(f"{source}: field 'degradation': {error}") from None
     raise AssertionError(kind)
 
 
@@ -319,9 +357,15 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] 
     if overrides is None:
         return data
     items = [parse_override(o) for o in overrides] if isinstance(overrides, list) else list(overrides.items())
+    # `degradation.<setting>` changes the degradation model however it was chosen (--degradation comes later)
+    items.sort(key=lambda item: item[0].startswith("degradation."))
     for key, value in items:
         if key.startswith("model."):
             data["model"][key.removeprefix("model.")] = value
+        elif key.startswith("degradation."):
+            current = data.get("degradation")
+            data["degradation"] = dict(current) if isinstance(current, dict) else {"base": current or "realesrgan"}
+            data["degradation"][key.removeprefix("degradation.")] = value
         else:
             data[key] = value
     return data
