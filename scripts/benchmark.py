@@ -9,9 +9,14 @@ largest difference from its output. Times are measured in one process with the p
         fused-cudagraph
     python scripts/benchmark.py --train --device cuda             # training step, batch 32, 64x64 LR patches
 
-Paths: faithful (the original's computation), fused (the default), fused-bf16 (inference: bfloat16 weights and
-activations; training: bfloat16 autocast over float32 weights),
-fused-compile (torch.compile), fused-cudagraph (torch.compile mode "reduce-overhead": CUDA graphs; CUDA only).
+Paths: original (the original repository's code, with --original-code DIR: a checkout of github.com/rami0205/RAMiT;
+its random weights are converted for every other path), faithful (the original's computation), fused (the default:
+window attention as batched matrix products on gathered windows), fused-sdpa (window attention through
+scaled_dot_product_attention on rolled and partitioned windows), fused-bf16 / fused-bf16-sdpa (inference: bfloat16
+body with the stem and the head in float32, `Compute.apply`; training: bfloat16 autocast over float32 weights),
+fused-bf16-full (every layer in bfloat16), fused-compile / fused-bf16-compile (torch.compile), fused-cudagraph
+(torch.compile mode "reduce-overhead": CUDA graphs; CUDA only). With --tiled, the tiled restoration of a large image
+is timed for the default path and the bf16 path.
 """
 
 from __future__ import annotations
@@ -23,28 +28,77 @@ import statistics
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import torch
 
-from ramit_hf import RamitConfig, RamitForImageRestoration
+from ramit_hf import RamitConfig, RamitForImageRestoration, convert_original_checkpoint
+from ramit_hf.inference import Compute
 
-PATHS = ("faithful", "fused", "fused-bf16", "fused-compile", "fused-cudagraph")
+PATHS = (
+    "original",
+    "faithful",
+    "fused",
+    "fused-sdpa",
+    "fused-bf16",
+    "fused-bf16-sdpa",
+    "fused-bf16-full",
+    "fused-compile",
+    "fused-bf16-compile",
+    "fused-cudagraph",
+)
 
 
-def build(path: str, preset: str, device: str, training: bool = False):
+class _Original(torch.nn.Module):
+    """The original model behind this package's output interface (`.reconstruction`)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(reconstruction=self.model(pixel_values))
+
+
+def base_model(preset: str, original_code: str | None) -> RamitForImageRestoration:
+    """Random weights seeded 0: those of the original model when its code is given (converted), so that every path
+    computes the same function as the original."""
+    if original_code is None:
+        torch.manual_seed(0)
+        return RamitForImageRestoration(RamitConfig.from_preset(preset))
+    from original_ramit import load_original
+
+    config = RamitConfig.from_preset(preset)
+    return convert_original_checkpoint(load_original(original_code, preset).state_dict(), config.variant, config.task)
+
+
+def build(path: str, preset: str, device: str, training: bool = False, original_code: str | None = None):
     """The model for a path, and the function that runs it."""
-    torch.manual_seed(0)
-    model = RamitForImageRestoration(RamitConfig.from_preset(preset)).to(device)
+    if path == "original":
+        if original_code is None:
+            raise SystemExit("the original path needs --original-code DIR (a checkout of rami0205/RAMiT)")
+        from original_ramit import load_original
+
+        model = _Original(load_original(original_code, preset)).to(device).train(training)
+        return model, model
+    model = base_model(preset, original_code).to(device)
     model.train(training)
     model.set_attention_backend("faithful" if path == "faithful" else "fused")
-    if path == "fused-bf16":
+    model.set_window_attention("sdpa" if path.endswith("-sdpa") else "bmm")
+    if path == "fused-bf16-full":
         model = model.to(torch.bfloat16)
+    elif "bf16" in path and not training:
+        model = Compute(torch.bfloat16, "sdpa" if path.endswith("-sdpa") else "bmm", "benchmark").apply(model)
     run = model
-    if path == "fused-compile":
+    if path.endswith("-compile"):
         run = torch.compile(model)
     elif path == "fused-cudagraph":
         run = torch.compile(model, mode="reduce-overhead")
     return model, run
+
+
+def input_dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
 
 
 def synchronize(device: str) -> None:
@@ -58,8 +112,8 @@ def time_inference(args) -> list[dict]:
         x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size)).to(args.device)
         runners, outputs, times = {}, {}, {p: [] for p in args.paths}
         for path in args.paths:
-            model, run = build(path, args.preset, args.device)
-            dtype = next(model.parameters()).dtype
+            model, run = build(path, args.preset, args.device, original_code=args.original_code)
+            dtype = input_dtype(model)
             with torch.no_grad():
                 start = time.perf_counter()
                 for _ in range(args.warmup):
@@ -76,6 +130,7 @@ def time_inference(args) -> list[dict]:
                     synchronize(args.device)
                     times[path].append(time.perf_counter() - start)
         base = statistics.median(times["faithful"]) if "faithful" in times else None
+        original = statistics.median(times["original"]) if "original" in times else None
         for path in args.paths:
             median = statistics.median(times[path])
             reference = outputs.get("faithful")
@@ -92,6 +147,8 @@ def time_inference(args) -> list[dict]:
                     device=device_name(args.device),
                     median_ms=median * 1000,
                     speedup=base / median if base else float("nan"),
+                    vs_original=original / median if original else float("nan"),
+                    spread=(max(times[path]) - min(times[path])) / median,
                     max_error=error,
                     rel_l2=relative,
                     warmup_s=runners[path][2],
@@ -119,16 +176,19 @@ def peak_memory(args, path: str, size: int) -> float:
         args.preset,
         "--device",
         args.device,
-    ] + (["--tune-allocator"] if args.tune_allocator else [])
+    ]
+    command += ["--tune-allocator"] if args.tune_allocator else []
+    command += ["--original-code", args.original_code] if args.original_code else []
+    command += ["--threads", str(args.threads)] if args.threads else []
     result = subprocess.run(command, capture_output=True, text=True, timeout=args.memory_timeout)
     if result.returncode != 0:
         return float("nan")
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
-def memory_worker(path: str, size: int, preset: str, device: str) -> None:
-    model, run = build(path, preset, device)
-    dtype = next(model.parameters()).dtype
+def memory_worker(path: str, size: int, preset: str, device: str, original_code: str | None) -> None:
+    model, run = build(path, preset, device, original_code=original_code)
+    dtype = input_dtype(model)
     x = torch.rand(1, 3, size, size, device=device, dtype=dtype)
     with torch.no_grad():
         run(x[..., :32, :32])  # compile / allocate what does not depend on the size
@@ -215,12 +275,46 @@ def device_name(device: str) -> str:
 
 
 def print_inference(rows: list[dict]) -> None:
-    print("| path | size | device | median ms | speed-up | peak MiB | max abs err | rel. L2 err | first call s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| path | size | median ms | spread | vs faithful | vs original | peak MiB | max abs err | rel. L2 err | "
+        "first call s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['path']} | {r['size']}x{r['size']} | {r['device']} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | "
-            f"{r['peak_mib']:.0f} | {r['max_error']:.1e} | {r['rel_l2']:.1e} | {r['warmup_s']:.1f} |"
+            f"| {r['path']} | {r['size']}x{r['size']} | {r['median_ms']:.1f} | {100 * r['spread']:.0f}% | "
+            f"{r['speedup']:.2f}x | {r['vs_original']:.2f}x | {r['peak_mib']:.0f} | {r['max_error']:.1e} | "
+            f"{r['rel_l2']:.1e} | {r['warmup_s']:.1f} |"
+        )
+    print("(errors against the faithful float32 output; spread: (slowest - fastest) / median over the repeats)")
+
+
+def time_tiled(args) -> list[dict]:
+    """Tiled restoration of one large image (`--tiled WIDTHxHEIGHT`, tile size "auto") per path, once each."""
+    from ramit_hf.tiling import auto_tile_size, restore_tiled, tile_starts
+
+    width, height = (int(v) for v in args.tiled.lower().split("x"))
+    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1))
+    tile = auto_tile_size(height, width)
+    count = len(tile_starts(height, tile, 32)) * len(tile_starts(width, tile, 32))
+    rows = []
+    for path in args.tiled_paths:
+        model, _ = build(path, args.preset, args.device, original_code=args.original_code)
+        with torch.no_grad():
+            start = time.perf_counter()
+            restore_tiled(model.eval(), image, tile)
+            elapsed = time.perf_counter() - start
+        rows.append(dict(path=path, image=f"{width}x{height}", tile=tile, tiles=count, seconds=elapsed))
+    return rows
+
+
+def print_tiled(rows: list[dict]) -> None:
+    print("| path | image | tile | tiles | total s | tiles/s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['path']} | {r['image']} | {r['tile']} | {r['tiles']} | {r['seconds']:.1f} | "
+            f"{r['tiles'] / r['seconds']:.2f} |"
         )
 
 
@@ -254,6 +348,9 @@ def main() -> None:
         help="keep freed memory in the process, as the ramit command does (inference.tune_cpu_allocator)",
     )
     parser.add_argument("--memory-timeout", type=int, default=600)
+    parser.add_argument("--original-code", help="a checkout of github.com/rami0205/RAMiT, for the original path")
+    parser.add_argument("--tiled", help="also time tiled restoration of an image of this size, e.g. 2000x1500")
+    parser.add_argument("--tiled-paths", nargs="+", choices=PATHS, default=["fused", "fused-bf16"])
     parser.add_argument("--train", action="store_true", help="benchmark training steps instead of inference")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -268,11 +365,11 @@ def main() -> None:
 
         tune_cpu_allocator()
     if args.memory_worker:
-        memory_worker(args.memory_worker[0], int(args.memory_worker[1]), args.preset, args.device)
+        memory_worker(args.memory_worker[0], int(args.memory_worker[1]), args.preset, args.device, args.original_code)
         return
     if "fused-cudagraph" in args.paths and not args.device.startswith("cuda"):
         parser.error("fused-cudagraph needs --device cuda")
-    allocator = ", allocator tuned" if args.tune_allocator else ""
+    allocator = ", allocator tuned" if args.tune_allocator else ", default allocator"
     print(f"torch {torch.__version__}, preset {args.preset}, {device_name(args.device)}{allocator}")
     if args.train:
         rows = time_training(args)
@@ -280,6 +377,10 @@ def main() -> None:
     else:
         rows = time_inference(args)
         print_inference(rows)
+        if args.tiled:
+            tiled = time_tiled(args)
+            print_tiled(tiled)
+            rows += tiled
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

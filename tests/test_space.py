@@ -16,7 +16,7 @@ from PIL import Image
 from space_server import SPACE_DIR, load_space_app, space_server
 
 from ramit_hf.hub import PUBLISHED_PRESETS, repo_id_for
-from ramit_hf.inference import load_model, restore_tensor
+from ramit_hf.inference import choose_compute, load_model, restore_tensor
 from ramit_hf.protocol.metrics import psnr, to_uint8
 
 # task label -> (environment variable of its model, test image, crop box (left, top, right, bottom), noise level)
@@ -49,7 +49,8 @@ def _crop(parts, box) -> np.ndarray:
 
 
 def _library_restore(folder, image: np.ndarray) -> np.ndarray:
-    model = load_model(folder)
+    # the Space computes as `choose_compute` decides for this machine (precision "auto"); so does the reference
+    model = choose_compute("cpu", "auto").apply(load_model(folder))
     pixels = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
     return to_uint8(restore_tensor(model, pixels)[0].permute(1, 2, 0).numpy())
 

@@ -90,7 +90,9 @@ _load_lock = threading.Lock()
 @functools.cache
 def _pipeline(source: str):
     device = 0 if torch.cuda.is_available() else -1
-    return pipeline("image-restoration", model=source, trust_remote_code=True, device=device)
+    # precision "auto": bfloat16 on CPUs with native bfloat16, float32 elsewhere (RAMIT_PRECISION=float32 forces it)
+    precision = os.environ.get("RAMIT_PRECISION", "auto")
+    return pipeline("image-restoration", model=source, trust_remote_code=True, device=device, precision=precision)
 
 
 def get_pipeline(task: Task):
@@ -188,7 +190,12 @@ def restore(task_label: str, image: np.ndarray | None, noise_level: float = 0):
         )
     if task.denoising and noise_level and noise_level > 0:
         image = add_gaussian_noise(image, noise_level)
-    restored = get_pipeline(task)(Image.fromarray(image), tile_size="auto")
+    pipe = get_pipeline(task)
+    started = time.perf_counter()
+    restored = pipe(Image.fromarray(image), tile_size="auto")
+    compute = getattr(pipe, "compute", None)
+    how = compute.describe() if compute is not None else str(pipe.model.dtype).removeprefix("torch.")
+    gr.Info(f"{task.label}: {width} x {height} restored in {time.perf_counter() - started:.1f} s ({how})")
     before = Image.fromarray(image)
     if task.scale > 1:
         before = before.resize(restored.size, Image.Resampling.BICUBIC)

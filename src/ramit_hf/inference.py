@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -149,6 +150,56 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bfloat16 inference is faster than
+    float32; elsewhere PyTorch emulates it and it is slower."""
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX", "AVX512_AMX"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class Compute:
+    """How a model computes: its precision and the window-attention kernel of the fused path, and why."""
+
+    dtype: torch.dtype
+    window_attention: str
+    reason: str
+
+    def apply(self, model: RamitForImageRestoration) -> RamitForImageRestoration:
+        """Put `model` in this precision (bfloat16: `to_bfloat16_body`) with this window-attention kernel."""
+        if self.dtype == torch.bfloat16:
+            model.to_bfloat16_body()
+        else:
+            model.to(self.dtype)
+        model.set_window_attention(self.window_attention)
+        return model
+
+    def describe(self) -> str:
+        return f"{str(self.dtype).removeprefix('torch.')}, {self.window_attention} window attention ({self.reason})"
+
+
+def choose_compute(device: str | torch.device = "cpu", dtype: str | torch.dtype | None = "auto") -> Compute:
+    """The fastest computation within the accuracy bounds of docs/performance.md on this machine.
+
+    `dtype="auto"`: bfloat16 on CPUs with native bfloat16 (relative L2 error under 1e-2, Set5 PSNR within 0.05 dB
+    of float32), float32 elsewhere (GPUs included: bfloat16 there is not measured yet). Any other dtype is taken
+    as asked. The CLI, the pipeline and the Space all decide through this function.
+    """
+    if dtype not in (None, "auto"):
+        return Compute(resolve_dtype(dtype), "bmm", "as requested")
+    if torch.device(device).type != "cpu":
+        return Compute(torch.float32, "bmm", "auto: float32 on GPUs")
+    if cpu_has_native_bfloat16():
+        return Compute(torch.bfloat16, "bmm", "auto: this CPU has native bfloat16")
+    return Compute(torch.float32, "bmm", "auto: no native bfloat16 on this CPU (AVX512-BF16/AMX), so float32")
+
+
 @torch.no_grad()
 def restore_tensor(
     model: RamitForImageRestoration,
@@ -170,7 +221,10 @@ def restore_tensor(
 __all__ = [
     "DTYPES",
     "RUNTIMES",
+    "Compute",
     "ModelLoadError",
+    "choose_compute",
+    "cpu_has_native_bfloat16",
     "load_model",
     "model_placement",
     "resolve_dtype",

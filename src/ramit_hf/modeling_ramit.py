@@ -203,6 +203,37 @@ class RamitSpatialSelfAttention(_LayoutAware):
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         return x
 
+    def attend_windows(self, qkv: torch.Tensor, helper: torch.Tensor | None, chunk: int) -> torch.Tensor:
+        """Inference on pixels already in window order (see `window_order`): batched matrix products over `chunk`
+        windows at a time, so each chunk's attention matrices stay in cache; q and k are normalised with one norm
+        over both, with the logit scale folded into the factor of q.
+
+        qkv: (B, N, heads, 3, head_dim); helper: (B, N, head_dim) or None -> (B, N, heads * head_dim), projected."""
+        b, n, heads, _, head_dim = qkv.shape
+        area = self.window_size**2
+        windows = qkv.reshape(b * n // area, area, heads, 3, head_dim)
+        factor = torch.ones(2, 1, heads, 1, 1, dtype=qkv.dtype, device=qkv.device)
+        factor[0] = cosine_logit_scale(self.logit_scale).to(qkv.dtype)
+        bias = self.relative_position_bias()[0].to(qkv.dtype)
+        helper_windows = helper.view(-1, 1, area, head_dim) if helper is not None else None
+        if chunk == 0:  # one scaled_dot_product_attention call over all windows
+            part = windows.permute(3, 0, 2, 1, 4)
+            qk = part[:2]
+            qk = qk * (factor / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min_(1e-12))
+            v = part[2] if helper_windows is None else part[2] * helper_windows
+            x = F.scaled_dot_product_attention(qk[0], qk[1], v, attn_mask=bias, scale=1.0)
+            return conv_nhwc(self.proj, x.transpose(1, 2).reshape(b, n, heads * head_dim))
+        out = qkv.new_empty(windows.shape[0], area, heads, head_dim)
+        for start in range(0, windows.shape[0], chunk):
+            part = windows[start : start + chunk].permute(3, 0, 2, 1, 4)  # (3, windows, heads, area, head_dim)
+            qk = part[:2]
+            qk = qk * (factor / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min_(1e-12))
+            v = part[2].contiguous() if helper_windows is None else part[2] * helper_windows[start : start + chunk]
+            attn = torch.matmul(qk[0], qk[1].transpose(-2, -1)).add_(bias)
+            x = torch.matmul(torch.softmax(attn, dim=-1), v)
+            out[start : start + chunk].copy_(x.transpose(1, 2))
+        return conv_nhwc(self.proj, out.view(b, n, heads * head_dim))
+
 
 def windows_nhwc(x: torch.Tensor, window_size: int) -> torch.Tensor:
     """(B, H, W, *rest) -> (B * windows, window_size**2, *rest), windows in row-major order."""
@@ -210,6 +241,21 @@ def windows_nhwc(x: torch.Tensor, window_size: int) -> torch.Tensor:
     x = x.view(b, height // window_size, window_size, width // window_size, window_size, *rest)
     x = x.permute(0, 1, 3, 2, 4, *range(5, x.ndim))
     return x.reshape(-1, window_size * window_size, *rest)
+
+
+_WINDOW_ORDERS: dict[tuple, torch.Tensor] = {}
+
+
+def window_order(height: int, width: int, window_size: int, shift: int, device: torch.device) -> torch.Tensor:
+    """For each position of the windowed sequence (windows in row-major order, then the pixels of a window), the
+    flat index of its source pixel in the image rolled by `-shift`: one gather does the roll and the partition."""
+    key = (height, width, window_size, shift, str(device))
+    if key not in _WINDOW_ORDERS:
+        rows = (torch.arange(height) + shift) % height
+        cols = (torch.arange(width) + shift) % width
+        flat = (rows[:, None] * width + cols[None, :]).view(height // window_size, window_size, -1, window_size)
+        _WINDOW_ORDERS[key] = flat.permute(0, 2, 1, 3).reshape(-1).to(device)
+    return _WINDOW_ORDERS[key]
 
 
 class RamitChannelSelfAttention(_LayoutAware):
@@ -248,6 +294,26 @@ class RamitChannelSelfAttention(_LayoutAware):
             return self.proj_drop(conv_nhwc(self.proj, x.reshape(b, height, width, heads * self.head_dim)))
         x = (attn @ v).reshape(b, heads * self.head_dim, height, width)
         return self.proj_drop(self.proj(x))
+
+    def attend_tokens(self, qkv: torch.Tensor, helper: torch.Tensor | None) -> torch.Tensor:
+        """Inference on pixels in any order (channel attention sums over all of them): the cosine similarities are
+        the plain products divided by the outer product of the norms, so q and k are never normalised in memory.
+
+        qkv: (B, N, heads, 3, head_dim); helper: (B, N) or None -> (B, N, heads * head_dim), projected."""
+        b, n, heads, _, head_dim = qkv.shape
+        q, k, v = qkv.permute(3, 0, 2, 4, 1).unbind(0)  # (B, heads, head_dim, N) views
+        if helper is not None:
+            v = v * helper.view(b, 1, 1, n)
+        # the logits in float32 whatever the dtype: a cosine rounded to bfloat16 and multiplied by a logit scale of up
+        # to 100 would be off by tenths, and the (heads, head_dim, head_dim) matrices cost nothing
+        q32, k32 = q.float(), k.float()
+        norms = (
+            torch.linalg.vector_norm(q32, dim=-1)[..., :, None] * torch.linalg.vector_norm(k32, dim=-1)[..., None, :]
+        )
+        attn = torch.matmul(q32, k32.transpose(-2, -1)).div_(norms.clamp_min_(1e-24))
+        attn = torch.softmax(attn.mul_(cosine_logit_scale(self.logit_scale).float()), dim=-1).to(qkv.dtype)
+        x = torch.matmul(v.transpose(-2, -1), attn.transpose(-2, -1)).transpose(1, 2)
+        return conv_nhwc(self.proj, x.reshape(b, n, heads * head_dim))
 
 
 class RamitMobiVari(_LayoutAware):
@@ -343,8 +409,16 @@ class RamitDRAMiTBlock(GradientCheckpointingLayer, _LayoutAware):
         self.norm2 = RamitLayerNorm(dim, eps=config.layer_norm_eps)
         self.drop_path_rate = drop_path_rate
 
+    # Fused-path inference computes window attention on pixels gathered into window order ("bmm"), or with
+    # scaled_dot_product_attention on partitioned windows ("sdpa"); `set_window_attention` switches.
+    window_attention = "bmm"
+    # windows per batched product: their attention matrices (64 x 64 per head) stay in a core's cache
+    window_chunk = 64
+
     def forward(self, x, spatial_helper=None, channel_helper=None):
         """Returns (output, SP-SA output, CH-SA output, mixed attention before the norm)."""
+        if self.reuses_buffers and self.window_attention == "bmm" and self.spatial_attention is not None:
+            return self._forward_windowed(x, spatial_helper, channel_helper)
         split = self.num_spatial_heads
         if self.channels_last:
             b, h, w, _ = x.shape
@@ -366,6 +440,35 @@ class RamitDRAMiTBlock(GradientCheckpointingLayer, _LayoutAware):
         x = drop_path(self.norm1(mixed), self.drop_path_rate, self.training) + x
         x = drop_path(self.norm2(self.ffn(x)), self.drop_path_rate, self.training) + x
         return x, spatial, channel, mixed
+
+    def _forward_windowed(self, x, spatial_helper, channel_helper):
+        """Inference in (B, H, W, C): one gather puts the pixels in (shifted) window order before the qkv projection
+        (a 1x1 convolution commutes with moving pixels, and channel attention sums over all pixels in any order), and
+        one scatter per branch writes the attention outputs back in image order, side by side, for MobiVari."""
+        b, h, w, c = x.shape
+        attention = self.spatial_attention
+        order = window_order(h, w, attention.window_size, attention.shift, x.device)
+        qkv = conv_nhwc(self.qkv, x.reshape(b, h * w, c).index_select(1, order))
+        qkv = qkv.view(b, h * w, self.num_heads, 3, self.head_dim)
+        split, spatial_width = self.num_spatial_heads, self.num_spatial_heads * self.head_dim
+        helper = None
+        if channel_helper is not None:
+            helper = channel_helper.reshape(b, h * w, -1, self.head_dim).mean(dim=2).index_select(1, order)
+        both = x.new_empty(b, h * w, c)
+        both[..., :spatial_width].index_copy_(
+            1, order, attention.attend_windows(qkv[:, :, :split], helper, self.window_chunk)
+        )
+        if self.channel_attention is not None:
+            helper = None
+            if spatial_helper is not None:
+                helper = spatial_helper.reshape(b, h * w, -1).mean(dim=-1).index_select(1, order)
+            both[..., spatial_width:].index_copy_(
+                1, order, self.channel_attention.attend_tokens(qkv[:, :, split:], helper)
+            )
+        both = both.view(b, h, w, c)
+        mixed = self.mobivari(both)
+        x = self.norm1(mixed).add_(x)
+        return self.norm2(self.ffn(x)).add_(x), both[..., :spatial_width], both[..., spatial_width:], mixed
 
 
 class RamitStage(nn.Module):
@@ -467,8 +570,8 @@ class RamitReconstruction(_LayoutAware):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features (in the module's layout) -> the image, always (B, C, H, W)."""
         for layer in self.mobivari:
-            x = layer(x)
-        x = self.pixel_shuffle(self.apply_conv(self.conv, x), self.upscale)
+            x = layer(x.to(next(layer.parameters()).dtype))
+        x = self.pixel_shuffle(self.apply_conv(self.conv, x.to(self.conv.weight.dtype)), self.upscale)
         return self.final_conv(x.permute(0, 3, 1, 2) if self.channels_last else x)
 
 
@@ -553,6 +656,35 @@ class RamitPreTrainedModel(PreTrainedModel):
             if isinstance(module, _LayoutAware):
                 module.channels_last = backend == "fused"
 
+    def to_bfloat16_body(self):
+        """bfloat16 weights and activations everywhere except the first convolution, the global skip and the last two
+        convolutions, which stay float32: in bfloat16 (8 mantissa bits) the input and the output pixels themselves
+        would be rounded to about one 8-bit level, a visible loss; inside the body the rounding averages out."""
+        self.to(torch.bfloat16)
+        body = self.ramit if isinstance(self, RamitForImageRestoration) else self
+        assert isinstance(body, RamitModel)
+        body.shallow.float()
+        body.image_mean.data, body.image_std.data = body.image_mean.float(), body.image_std.float()
+        head = getattr(self, "reconstruction", None)
+        if isinstance(head, RamitReconstruction):
+            head.conv.float()
+            head.final_conv.float()
+        return self
+
+    def set_window_attention(self, kind: str, chunk: int | None = None) -> None:
+        """How fused-path inference computes window attention: `"bmm"` (the default: pixels gathered into window
+        order, batched matrix products over `chunk` windows at a time) or `"sdpa"` (scaled_dot_product_attention on
+        partitioned windows). Training and the faithful path are unaffected."""
+        if kind not in ("bmm", "sdpa"):
+            raise ValueError(f"window attention must be 'bmm' or 'sdpa', got {kind!r}")
+        if chunk is not None and chunk < 0:
+            raise ValueError(f"chunk must be a number of windows (0: all at once), got {chunk!r}")
+        for module in self.modules():
+            if isinstance(module, RamitDRAMiTBlock):
+                module.window_attention = kind
+                if chunk is not None:
+                    module.window_chunk = chunk
+
 
 class RamitWeightsError(ValueError):
     """Weights that do not fit the model's configuration; the message names the keys."""
@@ -611,21 +743,23 @@ class RamitModel(RamitPreTrainedModel, _LayoutAware):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         x = self.pad_and_normalize(pixel_values)
 
-        shallow = self.shallow(x)
+        shallow = self.shallow(x.to(self.shallow.weight.dtype))
         if self.channels_last:
             shallow = shallow.permute(0, 2, 3, 1).contiguous()
+        # the body may run in a lower precision than the stem and the global skip (see `to_bfloat16_body`)
+        body = shallow.to(next(self.stages.parameters()).dtype)
         encoder_outputs, attention_maps = [], []
-        hidden = shallow
+        hidden = body
         for level, stage in enumerate(self.stages[:-1]):
             if level:
                 hidden = self.downsizings[level - 1](hidden)
             hidden, attention = stage(hidden)
             encoder_outputs.append(hidden)
             attention_maps.append(attention)
-        fused = self.bottleneck(shallow, encoder_outputs)
+        fused = self.bottleneck(body, encoder_outputs)
         last, attention = self.stages[-1](fused)
         attention_maps.append(attention)
-        features = last * self.hrami(attention_maps) + shallow
+        features = (last * self.hrami(attention_maps)).to(shallow.dtype) + shallow
 
         hidden_states = (shallow, *encoder_outputs, last) if output_hidden_states else None
         if self.channels_last:  # the outputs are (B, C, H, W) views either way
@@ -662,7 +796,7 @@ class RamitForImageRestoration(RamitPreTrainedModel):
         features = outputs.last_hidden_state
         out = self.reconstruction(features.permute(0, 2, 3, 1) if self.reconstruction.channels_last else features)
         if self.config.upscale == 1:
-            out = out + self.ramit.pad_and_normalize(pixel_values)
+            out = out + self.ramit.pad_and_normalize(pixel_values).to(out.dtype)
         if self.config.normalize_input:
             out = out * self.ramit.image_std.to(out.dtype) + self.ramit.image_mean.to(out.dtype)
         scale = self.config.upscale

@@ -20,7 +20,7 @@ from transformers.utils import logging
 
 from .image_io import describe, load_image
 from .image_processing_ramit import RamitImageProcessor, convert_channels, image_to_array, to_integer_image
-from .inference import restore_tensor
+from .inference import choose_compute, restore_tensor
 from .pixel_budget import check_max_pixels, max_pixels_for
 from .tiling import resolve_tile_size
 
@@ -57,7 +57,9 @@ class ImageRestorationPipeline(Pipeline):
         timeout (`float`, defaults to 10): seconds to wait for a URL.
 
     `device` and `dtype` (`torch.float32`, `torch.bfloat16`; `torch.float16` for GPUs) are the usual pipeline
-    arguments. Images and outputs stay on the CPU; only the model's input (or one batch of tiles) is moved to the
+    arguments. `precision="auto"` instead picks the fastest computation within the accuracy bounds for the device
+    (`ramit_hf.inference.choose_compute`: bfloat16 on CPUs with native bfloat16, else float32); `pipe.compute`
+    says which. Images and outputs stay on the CPU; only the model's input (or one batch of tiles) is moved to the
     device, so a large image never has to fit on the accelerator.
     """
 
@@ -67,7 +69,7 @@ class ImageRestorationPipeline(Pipeline):
     _load_tokenizer = False
     _load_video_processor = False
 
-    def __init__(self, model, image_processor=None, **kwargs):
+    def __init__(self, model, image_processor=None, precision: str | None = None, **kwargs):
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         if getattr(model.config, "model_type", None) != "ramit":
             name = getattr(model, "name_or_path", "") or type(model).__name__
@@ -86,6 +88,11 @@ class ImageRestorationPipeline(Pipeline):
             dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
             if self.model.dtype != dtype:
                 self.model.to(dtype)
+        # precision="auto" (or a dtype name): the computation `inference.choose_compute` picks for this device
+        self.compute = None
+        if precision is not None:
+            self.compute = choose_compute(self.device, precision)
+            self.compute.apply(self.model)  # type: ignore[arg-type]
         self.model.eval()
 
     def _sanitize_parameters(

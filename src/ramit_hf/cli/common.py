@@ -99,9 +99,11 @@ def add_device_arguments(parser: argparse.ArgumentParser, device: str | None, dt
     parser.add_argument("--device", default=device, help=f"torch device, e.g. cpu, cuda, cuda:1 (default: {where})")
     parser.add_argument(
         "--dtype",
-        choices=DTYPE_CHOICES,
+        choices=DTYPE_CHOICES + (("auto",) if dtype == "auto" else ()),
         default=dtype,
-        help="model precision (default float32; float16 is meant for GPUs: on CPU it is much slower)",
+        help=f"model precision (default {dtype or 'float32'}"
+        + ("; auto: bfloat16 on CPUs with native bfloat16, else float32" if dtype == "auto" else "")
+        + "; float16 is meant for GPUs: on CPU it is much slower)",
     )
 
 

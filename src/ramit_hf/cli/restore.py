@@ -38,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_model_arguments(parser)
     add_tiling_arguments(parser, auto=True)
-    add_device_arguments(parser, device="auto", dtype="float32")
+    add_device_arguments(parser, device="auto", dtype="auto")
     parser.add_argument(
         "--runtime",
         choices=("torch", "onnxruntime"),
@@ -223,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
                 params = pipe.model.num_parameters()
                 where = f"{world} processes" if world > 1 else f"{pipe.device}"
                 name = f"{config.variant or 'RAMiT'} {config.task or ''}".strip()
-                print(f"model: {name} ({params:,} parameters), {args.dtype} on {where}")
+                compute = pipe.compute.describe() if pipe.compute else f"{args.dtype} ONNX graph on ONNX Runtime"
+                print(f"model: {name} ({params:,} parameters), {compute} on {where}")
             start = time.perf_counter()
             restored, new_failures = _restore(pipe, jobs, args, rank, world)
             elapsed = time.perf_counter() - start
@@ -248,7 +249,7 @@ def _build_pipeline(args, local_rank: int):
     transformers_logging.disable_progress_bar()  # the weight-loading bar: noise for a one-line-per-image command
 
     from ..convert import processor_for
-    from ..inference import load_model
+    from ..inference import choose_compute, load_model
     from ..pipeline_image_restoration import ImageRestorationPipeline
 
     device = args.device
@@ -258,11 +259,20 @@ def _build_pipeline(args, local_rank: int):
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and local_rank:
         device = f"cuda:{local_rank}"
-    model = load_model(args.model, device=device, dtype=args.dtype, task=args.task, runtime=args.runtime)
+    if args.runtime == "onnxruntime":
+        # a graph runs in the precision it was exported in; "auto" takes that one
+        dtype = None if args.dtype == "auto" else args.dtype
+        model = load_model(args.model, device=device, dtype=dtype, task=args.task, runtime="onnxruntime")
+    else:
+        model = load_model(args.model, device=device, task=args.task, runtime="torch")
     if args.task is not None and model.config.task not in (None, args.task):
         raise ValueError(f"{args.model} is a {model.config.task} model, not {args.task}")
     processor = processor_for(model.config)
-    return ImageRestorationPipeline(model=model, image_processor=processor, device=torch.device(device))
+    pipe = ImageRestorationPipeline(model=model, image_processor=processor, device=torch.device(device))
+    pipe.compute = None if args.runtime == "onnxruntime" else choose_compute(device, args.dtype)
+    if pipe.compute is not None:
+        pipe.compute.apply(pipe.model)
+    return pipe
 
 
 def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, list[tuple[str, str]]]:
