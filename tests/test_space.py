@@ -173,12 +173,13 @@ def test_an_empty_or_non_image_upload_gets_a_message_naming_it(client, tmp_path)
 
 def test_old_result_files_are_removed(app):
     import os
+    import tempfile
     import time
+    from pathlib import Path
 
     app.OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    old, new = app.OUTPUT_DIR / "old-result", app.OUTPUT_DIR / "new-result"
+    old, new = (Path(tempfile.mkdtemp(dir=app.OUTPUT_DIR)) for _ in range(2))
     for folder in (old, new):
-        folder.mkdir(exist_ok=True)
         (folder / "ramit_sr_x2.png").write_bytes(b"png")
     hours_ago = time.time() - 2 * 3600
     os.utime(old, (hours_ago, hours_ago))

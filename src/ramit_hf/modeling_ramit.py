@@ -456,14 +456,14 @@ class RamitDRAMiTBlock(GradientCheckpointingLayer, _LayoutAware):
             helper = channel_helper.reshape(b, h * w, -1, self.head_dim).mean(dim=2).index_select(1, order)
         both = x.new_empty(b, h * w, c)
         both[..., :spatial_width].index_copy_(
-            1, order, attention.attend_windows(qkv[:, :, :split], helper, self.window_chunk)
+            1, order, attention.attend_windows(qkv[:, :, :split], helper, self.window_chunk).to(both.dtype)
         )
         if self.channel_attention is not None:
             helper = None
             if spatial_helper is not None:
                 helper = spatial_helper.reshape(b, h * w, -1).mean(dim=-1).index_select(1, order)
             both[..., spatial_width:].index_copy_(
-                1, order, self.channel_attention.attend_tokens(qkv[:, :, split:], helper)
+                1, order, self.channel_attention.attend_tokens(qkv[:, :, split:], helper).to(both.dtype)
             )
         both = both.view(b, h, w, c)
         mixed = self.mobivari(both)

@@ -51,7 +51,17 @@ def test_export_prints_what_it_verified(slim_onnx, capsys):
 
 def test_onnx_runtime_restores_like_pytorch(slim_onnx, images, tmp_path, capsys):
     torch_out, onnx_out = tmp_path / "torch", tmp_path / "onnx"
-    assert main(["restore", str(images), "-o", str(torch_out), "--model", str(checkpoint(SLIM_X2)), "--quiet"]) == 0
+    torch_cli = [
+        "restore",
+        str(images),
+        "-o",
+        str(torch_out),
+        "--model",
+        str(checkpoint(SLIM_X2)),
+        "--dtype",
+        "float32",
+    ]
+    assert main([*torch_cli, "--quiet"]) == 0
     code = main(["restore", str(images), "-o", str(onnx_out), "--model", str(slim_onnx), "--runtime", "onnxruntime"])
     printed = capsys.readouterr().out
     assert code == 0

@@ -223,8 +223,11 @@ def run(args: argparse.Namespace) -> int:
                 params = pipe.model.num_parameters()
                 where = f"{world} processes" if world > 1 else f"{pipe.device}"
                 name = f"{config.variant or 'RAMiT'} {config.task or ''}".strip()
-                compute = pipe.compute.describe() if pipe.compute else f"{args.dtype} ONNX graph on ONNX Runtime"
-                print(f"model: {name} ({params:,} parameters), {compute} on {where}")
+                if pipe.compute is None:  # an ONNX graph, in the precision it was exported in
+                    dtype = str(pipe.model.dtype).removeprefix("torch.")
+                    print(f"model: {name} ({params:,} parameters), {dtype} on {where}, ONNX Runtime")
+                else:
+                    print(f"model: {name} ({params:,} parameters), {pipe.compute.describe()} on {where}")
             start = time.perf_counter()
             restored, new_failures = _restore(pipe, jobs, args, rank, world)
             elapsed = time.perf_counter() - start
