@@ -15,8 +15,9 @@ window attention as batched matrix products on gathered windows), fused-sdpa (wi
 scaled_dot_product_attention on rolled and partitioned windows), fused-bf16 / fused-bf16-sdpa (inference: bfloat16
 body with the stem and the head in float32, `Compute.apply`; training: bfloat16 autocast over float32 weights),
 fused-bf16-full (every layer in bfloat16), fused-compile / fused-bf16-compile (torch.compile), fused-cudagraph
-(torch.compile mode "reduce-overhead": CUDA graphs; CUDA only). With --tiled, the tiled restoration of a large image
-is timed for the default path and the bf16 path.
+(torch.compile mode "reduce-overhead": CUDA graphs; CUDA only), onnxruntime (the model exported with
+`ramit_hf.export_onnx` and run by ONNX Runtime's CPU execution provider; CPU inference only). With --tiled, the
+tiled restoration of a large image is timed for the default path and the bf16 path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from types import SimpleNamespace
 import torch
 
 from ramit_hf import RamitConfig, RamitForImageRestoration, convert_original_checkpoint
+from ramit_hf.forward import model_placement
 from ramit_hf.inference import Compute
 
 PATHS = (
@@ -46,6 +48,7 @@ PATHS = (
     "fused-compile",
     "fused-bf16-compile",
     "fused-cudagraph",
+    "onnxruntime",
 )
 
 
@@ -81,6 +84,8 @@ def build(path: str, preset: str, device: str, training: bool = False, original_
 
         model = _Original(load_original(original_code, preset)).to(device).train(training)
         return model, model
+    if path == "onnxruntime":
+        return _onnx_runtime(base_model(preset, original_code), device, training)
     model = base_model(preset, original_code).to(device)
     model.train(training)
     model.set_attention_backend("faithful" if path == "faithful" else "fused")
@@ -97,8 +102,23 @@ def build(path: str, preset: str, device: str, training: bool = False, original_
     return model, run
 
 
-def input_dtype(model: torch.nn.Module) -> torch.dtype:
-    return next(model.parameters()).dtype
+def _onnx_runtime(model: RamitForImageRestoration, device: str, training: bool):
+    """The model exported to ONNX (float32, verified) and run by ONNX Runtime's CPU execution provider."""
+    import tempfile
+    from pathlib import Path
+
+    from ramit_hf.export import OnnxRamitModel, export_onnx
+
+    if training or device != "cpu":
+        raise SystemExit("the onnxruntime path is measured for CPU inference only")
+    path = Path(tempfile.mkdtemp(prefix="ramit-benchmark-")) / "model.onnx"
+    export_onnx(model, path)
+    runtime = OnnxRamitModel(path)
+    return runtime, lambda pixel_values: runtime(pixel_values=pixel_values)
+
+
+def input_dtype(model) -> torch.dtype:
+    return model_placement(model)[1]
 
 
 def synchronize(device: str) -> None:
