@@ -9,6 +9,7 @@ import torch
 from conftest import checkpoint, shared_path
 from PIL import Image
 from safetensors.torch import load_file
+from tiny_runs import one_thread, tiny_recipe  # noqa: F401 (one_thread: autouse fixture)
 from transformers import TrainerCallback
 
 from ramit_hf import convert_original_checkpoint
@@ -16,37 +17,14 @@ from ramit_hf.convert import load_original_state_dict
 from ramit_hf.inference import load_model
 from ramit_hf.protocol import Protocol, evaluate_model, load_test_set
 from ramit_hf.training.pixels import DataError
-from ramit_hf.training.recipes import RecipeError, load_recipe
+from ramit_hf.training.recipes import RecipeError
 from ramit_hf.training.run import prepare_training
 from ramit_hf.training.selection import BenchmarkValidationWarning
 from ramit_hf.training.sources import load_source
 
-TINY = {"model.embed_dim": 16, "model.depths": [1, 1, 1, 2], "model.fusion_expand_groups": 1}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny(task="sr-x2", **fields):
-    settings = dict(
-        TINY,
-        patch_sizes=[24],
-        batch_sizes=[4],
-        dataset_repeat=4,
-        epochs=4,
-        warmup_epochs=0,
-        milestones=[],
-        learning_rate=3e-3,
-        dataloader_num_workers=0,
-        logging_steps=1000,
-    )
-    settings.update(fields)
-    return load_recipe(task, settings)
+    return tiny_recipe(task, **{"learning_rate": 3e-3, **fields})
 
 
 def crops(folder, set_name, names, box=(64, 64, 160, 160)):

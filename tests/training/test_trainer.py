@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import checkpoint, shared_path
 from PIL import Image
+from tiny_runs import one_thread, tiny_recipe  # noqa: F401 (one_thread: autouse fixture)
 from transformers import TrainerCallback
 
 from ramit_hf import RamitForImageRestoration, convert_original_checkpoint
@@ -18,34 +19,6 @@ from ramit_hf.training.recipes import load_recipe
 from ramit_hf.training.run import prepare_training
 from ramit_hf.training.schedule import ProgressiveSchedule
 from ramit_hf.training.trainer import QualityMetrics, restoration_loss
-
-TINY = {"model.embed_dim": 16, "model.depths": [1, 1, 1, 2], "model.fusion_expand_groups": 1}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread, and spinning intra-op threads slow to a crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_recipe(task="sr-x2", **fields):
-    settings = dict(
-        TINY,
-        patch_sizes=[24],
-        batch_sizes=[4],
-        dataset_repeat=4,
-        epochs=4,
-        warmup_epochs=0,
-        milestones=[],
-        learning_rate=2e-3,
-        dataloader_num_workers=0,
-        logging_steps=1000,
-    )
-    settings.update(fields)
-    return load_recipe(task, settings)
 
 
 @pytest.fixture(scope="module")
