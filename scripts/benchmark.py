@@ -11,9 +11,10 @@ largest difference from its output. Times are measured in one process with the p
 
 Paths: original (the original repository's code, with --original-code DIR: a checkout of github.com/rami0205/RAMiT;
 its random weights are converted for every other path), faithful (the original's computation), fused (the default:
-window attention as batched matrix products on gathered windows), fused-sdpa (window attention through
-scaled_dot_product_attention on rolled and partitioned windows), fused-bf16 / fused-bf16-sdpa (inference: bfloat16
-body with the stem and the head in float32, `Compute.apply`; training: bfloat16 autocast over float32 weights),
+banded, each block and each MobiVari computed piece by piece), fused-bmm (window attention as batched matrix
+products on gathered windows, other layers on whole tensors), fused-sdpa (window attention through
+scaled_dot_product_attention on rolled and partitioned windows), fused-bf16 / -bf16-bmm / -bf16-sdpa (inference:
+bfloat16 body with the stem and the head in float32, `Compute.apply`; training: bfloat16 autocast over float32 weights),
 fused-bf16-full (every layer in bfloat16), fused-compile / fused-bf16-compile (torch.compile), fused-cudagraph
 (torch.compile mode "reduce-overhead": CUDA graphs; CUDA only), onnxruntime (the model exported with
 `ramit_hf.export_onnx` and run by ONNX Runtime's CPU execution provider; CPU inference only). With --tiled, the
@@ -41,8 +42,10 @@ PATHS = (
     "original",
     "faithful",
     "fused",
+    "fused-bmm",
     "fused-sdpa",
     "fused-bf16",
+    "fused-bf16-bmm",
     "fused-bf16-sdpa",
     "fused-bf16-full",
     "fused-compile",
@@ -89,11 +92,12 @@ def build(path: str, preset: str, device: str, training: bool = False, original_
     model = base_model(preset, original_code).to(device)
     model.train(training)
     model.set_attention_backend("faithful" if path == "faithful" else "fused")
-    model.set_window_attention("sdpa" if path.endswith("-sdpa") else "bmm")
+    kind = next((k for k in ("sdpa", "bmm") if path.endswith(f"-{k}")), "banded")
+    model.set_window_attention(kind)
     if path == "fused-bf16-full":
         model = model.to(torch.bfloat16)
     elif "bf16" in path and not training:
-        model = Compute(torch.bfloat16, "sdpa" if path.endswith("-sdpa") else "bmm", "benchmark").apply(model)
+        model = Compute(torch.bfloat16, kind, "benchmark").apply(model)
     run = model
     if path.endswith("-compile"):
         run = torch.compile(model)

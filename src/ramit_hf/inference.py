@@ -165,14 +165,14 @@ def cpu_has_native_bfloat16() -> bool:
 
 @dataclass(frozen=True)
 class Compute:
-    """How a model computes: its precision and the window-attention kernel of the fused path, and why."""
+    """How a model computes: its precision and the computation of the fused path (`set_window_attention`), and why."""
 
     dtype: torch.dtype
     window_attention: str
     reason: str
 
     def apply(self, model: RamitForImageRestoration) -> RamitForImageRestoration:
-        """Put `model` in this precision (bfloat16: `to_bfloat16_body`) with this window-attention kernel."""
+        """Put `model` in this precision (bfloat16: `to_bfloat16_body`) with this computation."""
         if self.dtype == torch.bfloat16:
             model.to_bfloat16_body()
         else:
@@ -181,7 +181,8 @@ class Compute:
         return model
 
     def describe(self) -> str:
-        return f"{str(self.dtype).removeprefix('torch.')}, {self.window_attention} window attention ({self.reason})"
+        computation = "banded" if self.window_attention == "banded" else f"{self.window_attention} window attention"
+        return f"{str(self.dtype).removeprefix('torch.')}, {computation} ({self.reason})"
 
 
 def choose_compute(device: str | torch.device = "cpu", dtype: str | torch.dtype | None = "auto") -> Compute:
@@ -192,12 +193,12 @@ def choose_compute(device: str | torch.device = "cpu", dtype: str | torch.dtype 
     as asked. The CLI, the pipeline and the Space all decide through this function.
     """
     if dtype not in (None, "auto"):
-        return Compute(resolve_dtype(dtype), "bmm", "as requested")
+        return Compute(resolve_dtype(dtype), "banded", "as requested")
     if torch.device(device).type != "cpu":
-        return Compute(torch.float32, "bmm", "auto: float32 on GPUs")
+        return Compute(torch.float32, "banded", "auto: float32 on GPUs")
     if cpu_has_native_bfloat16():
-        return Compute(torch.bfloat16, "bmm", "auto: this CPU has native bfloat16")
-    return Compute(torch.float32, "bmm", "auto: no native bfloat16 on this CPU (AVX512-BF16/AMX), so float32")
+        return Compute(torch.bfloat16, "banded", "auto: this CPU has native bfloat16")
+    return Compute(torch.float32, "banded", "auto: no native bfloat16 on this CPU (AVX512-BF16/AMX), so float32")
 
 
 @torch.no_grad()

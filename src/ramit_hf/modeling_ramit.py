@@ -9,7 +9,8 @@ Two computations of the same function (`config.attention_backend`):
   memory layouts; the golden tests pin it to the original's outputs.
 - "fused": (batch, height, width, channels) tensors between the stem and the head, so that 1x1 convolutions are
   matrix products, LayerNorm needs no transposes and window partitions move contiguous rows; attention runs through
-  `scaled_dot_product_attention` with the cosine logit scale and the relative position bias folded in.
+  `scaled_dot_product_attention` with the cosine logit scale and the relative position bias folded in. Inference
+  without gradients computes it piece by piece by default (`banded_ramit`; `set_window_attention` chooses).
 
 The whole network is this one file, longer than the package's other modules, because it ships to the Hub as it is
 (`trust_remote_code`), the way transformers keeps each model in one `modeling_*.py`.
@@ -30,6 +31,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, ImageSuperResolutionOutput
 
+from .banded_ramit import block_banded, mobivari_banded, window_order, workspace
 from .configuration_ramit import RamitConfig
 from .safe_files import check_weight_files
 
@@ -99,6 +101,13 @@ class _LayoutAware(nn.Module):
     """A module that runs on (B, C, H, W) tensors, or on (B, H, W, C) tensors when `channels_last` is set."""
 
     channels_last = False
+    # Fused-path inference: "banded" (blocks and MobiVari computed piece by piece, see banded_ramit), window attention
+    # on gathered windows over whole tensors ("bmm"), or scaled_dot_product_attention on partitioned windows
+    # ("sdpa"); `RamitPreTrainedModel.set_window_attention` switches.
+    window_attention = "banded"
+    # windows per batched product, and pixels per piece of the banded path (64 windows of 8 x 8)
+    window_chunk = 64
+    piece_pixels = 4096
 
     @property
     def reuses_buffers(self) -> bool:
@@ -148,6 +157,9 @@ class RamitSpatialSelfAttention(_LayoutAware):
         self.proj = nn.Conv2d(head_dim * num_heads, head_dim * num_heads, 1)
         self.proj_drop = nn.Dropout(config.projection_dropout)
 
+    def logit_scales(self) -> torch.Tensor:
+        return cosine_logit_scale(self.logit_scale)
+
     def relative_position_bias(self) -> torch.Tensor:
         area = self.window_size**2
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(area, area, -1)
@@ -169,7 +181,7 @@ class RamitSpatialSelfAttention(_LayoutAware):
             helper = channel_helper.view(b, c // self.head_dim, self.head_dim, height, width)
             v = v * window_partition(helper, self.window_size).mean(dim=1, keepdim=True)
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
-        attn = attn * cosine_logit_scale(self.logit_scale) + self.relative_position_bias()
+        attn = attn * self.logit_scales() + self.relative_position_bias()
         x = self.attn_drop(F.softmax(attn, dim=-1)) @ v
         x = self.proj_drop(self.proj(window_unpartition(x, self.window_size, height, width)))
         if self.shift:
@@ -189,7 +201,7 @@ class RamitSpatialSelfAttention(_LayoutAware):
                 helper = torch.roll(helper, shifts=(-shift, -shift), dims=(1, 2))
             v = v * windows_nhwc(helper, ws).unsqueeze(1)
         x = F.scaled_dot_product_attention(
-            F.normalize(q, dim=-1) * cosine_logit_scale(self.logit_scale),
+            F.normalize(q, dim=-1) * self.logit_scales(),
             F.normalize(k, dim=-1),
             v,
             attn_mask=self.relative_position_bias().to(q.dtype),
@@ -213,7 +225,7 @@ class RamitSpatialSelfAttention(_LayoutAware):
         area = self.window_size**2
         windows = qkv.reshape(b * n // area, area, heads, 3, head_dim)
         factor = torch.ones(2, 1, heads, 1, 1, dtype=qkv.dtype, device=qkv.device)
-        factor[0] = cosine_logit_scale(self.logit_scale).to(qkv.dtype)
+        factor[0] = self.logit_scales().to(qkv.dtype)
         bias = self.relative_position_bias()[0].to(qkv.dtype)
         helper_windows = helper.view(-1, 1, area, head_dim) if helper is not None else None
         if chunk == 0:  # one scaled_dot_product_attention call over all windows
@@ -243,21 +255,6 @@ def windows_nhwc(x: torch.Tensor, window_size: int) -> torch.Tensor:
     return x.reshape(-1, window_size * window_size, *rest)
 
 
-_WINDOW_ORDERS: dict[tuple, torch.Tensor] = {}
-
-
-def window_order(height: int, width: int, window_size: int, shift: int, device: torch.device) -> torch.Tensor:
-    """For each position of the windowed sequence (windows in row-major order, then the pixels of a window), the
-    flat index of its source pixel in the image rolled by `-shift`: one gather does the roll and the partition."""
-    key = (height, width, window_size, shift, str(device))
-    if key not in _WINDOW_ORDERS:
-        rows = (torch.arange(height) + shift) % height
-        cols = (torch.arange(width) + shift) % width
-        flat = (rows[:, None] * width + cols[None, :]).view(height // window_size, window_size, -1, window_size)
-        _WINDOW_ORDERS[key] = flat.permute(0, 2, 1, 3).reshape(-1).to(device)
-    return _WINDOW_ORDERS[key]
-
-
 class RamitChannelSelfAttention(_LayoutAware):
     """CH-SA: cosine self-attention between the channels of each head over the whole image.
 
@@ -272,6 +269,9 @@ class RamitChannelSelfAttention(_LayoutAware):
         self.attn_drop = nn.Dropout(config.attention_dropout)
         self.proj = nn.Conv2d(head_dim * num_heads, head_dim * num_heads, 1)
         self.proj_drop = nn.Dropout(config.projection_dropout)
+
+    def logit_scales(self) -> torch.Tensor:
+        return cosine_logit_scale(self.logit_scale)
 
     def forward(self, qkv: torch.Tensor, spatial_helper: torch.Tensor | None = None) -> torch.Tensor:
         """qkv: (B, heads, 3 * head_dim, H, W), or (B, H, W, heads, 3, head_dim) when channels_last;
@@ -288,7 +288,7 @@ class RamitChannelSelfAttention(_LayoutAware):
             if spatial_helper is not None:
                 v = v * spatial_helper.mean(dim=1, keepdim=True).flatten(2).unsqueeze(1)
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
-        attn = self.attn_drop(F.softmax(attn * cosine_logit_scale(self.logit_scale), dim=-1))
+        attn = self.attn_drop(F.softmax(attn * self.logit_scales(), dim=-1))
         if self.channels_last:
             x = (v.transpose(-2, -1) @ attn.transpose(-2, -1)).transpose(1, 2)
             return self.proj_drop(conv_nhwc(self.proj, x.reshape(b, height, width, heads * self.head_dim)))
@@ -311,7 +311,7 @@ class RamitChannelSelfAttention(_LayoutAware):
             torch.linalg.vector_norm(q32, dim=-1)[..., :, None] * torch.linalg.vector_norm(k32, dim=-1)[..., None, :]
         )
         attn = torch.matmul(q32, k32.transpose(-2, -1)).div_(norms.clamp_min_(1e-24))
-        attn = torch.softmax(attn.mul_(cosine_logit_scale(self.logit_scale).float()), dim=-1).to(qkv.dtype)
+        attn = torch.softmax(attn.mul_(self.logit_scales().float()), dim=-1).to(qkv.dtype)
         x = torch.matmul(v.transpose(-2, -1), attn.transpose(-2, -1)).transpose(1, 2)
         return conv_nhwc(self.proj, x.reshape(b, n, heads * head_dim))
 
@@ -343,6 +343,8 @@ class RamitMobiVari(_LayoutAware):
             self.pw_conv = nn.Conv2d(expand_dim, self.out_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reuses_buffers and self.window_attention == "banded":
+            return mobivari_banded(self, x, self.piece_pixels)
         if self.reuses_buffers and isinstance(self.act, nn.LeakyReLU):
             return self._forward_inplace(x)
         if self.version == 1:
@@ -408,16 +410,13 @@ class RamitDRAMiTBlock(GradientCheckpointingLayer, _LayoutAware):
         self.ffn = RamitFeedForward(config)
         self.norm2 = RamitLayerNorm(dim, eps=config.layer_norm_eps)
         self.drop_path_rate = drop_path_rate
-
-    # Fused-path inference computes window attention on pixels gathered into window order ("bmm"), or with
-    # scaled_dot_product_attention on partitioned windows ("sdpa"); `set_window_attention` switches.
-    window_attention = "bmm"
-    # windows per batched product: their attention matrices (64 x 64 per head) stay in a core's cache
-    window_chunk = 64
+        self.ends_stage = False  # the banded path gives only a stage's last block an output tensor of its own
 
     def forward(self, x, spatial_helper=None, channel_helper=None):
         """Returns (output, SP-SA output, CH-SA output, mixed attention before the norm)."""
-        if self.reuses_buffers and self.window_attention == "bmm" and self.spatial_attention is not None:
+        if self.reuses_buffers and self.spatial_attention is not None and self.window_attention != "sdpa":
+            if self.window_attention == "banded":
+                return block_banded(self, x, spatial_helper, channel_helper)
             return self._forward_windowed(x, spatial_helper, channel_helper)
         split = self.num_spatial_heads
         if self.channels_last:
@@ -489,6 +488,7 @@ class RamitStage(nn.Module):
             )
             for index in range(config.depths[stage])
         )
+        self.blocks[-1].ends_stage = True
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the stage output and the last block's mixed attention (the input of H-RAMi)."""
@@ -573,6 +573,9 @@ class RamitReconstruction(_LayoutAware):
             x = layer(x.to(next(layer.parameters()).dtype))
         x = self.pixel_shuffle(self.apply_conv(self.conv, x.to(self.conv.weight.dtype)), self.upscale)
         return self.final_conv(x.permute(0, 3, 1, 2) if self.channels_last else x)
+
+
+WINDOW_ATTENTION_KINDS = ("banded", "bmm", "sdpa")
 
 
 class RamitPreTrainedModel(PreTrainedModel):
@@ -672,18 +675,21 @@ class RamitPreTrainedModel(PreTrainedModel):
         return self
 
     def set_window_attention(self, kind: str, chunk: int | None = None) -> None:
-        """How fused-path inference computes window attention: `"bmm"` (the default: pixels gathered into window
-        order, batched matrix products over `chunk` windows at a time) or `"sdpa"` (scaled_dot_product_attention on
-        partitioned windows). Training and the faithful path are unaffected."""
-        if kind not in ("bmm", "sdpa"):
-            raise ValueError(f"window attention must be 'bmm' or 'sdpa', got {kind!r}")
+        """How fused-path inference computes: `"banded"` (the default: each D-RAMiT block and each MobiVari piece by
+        piece, `chunk` windows or as many pixels at a time, see `banded_ramit`), `"bmm"` (window attention as
+        batched products over `chunk` gathered windows at a time, other layers on whole tensors) or `"sdpa"`
+        (scaled_dot_product_attention on partitioned windows). `chunk=0`: whole tensors. Training and the faithful
+        path are unaffected."""
+        if kind not in WINDOW_ATTENTION_KINDS:
+            raise ValueError(f"window attention must be 'banded', 'bmm' or 'sdpa', got {kind!r}")
         if chunk is not None and chunk < 0:
             raise ValueError(f"chunk must be a number of windows (0: all at once), got {chunk!r}")
         for module in self.modules():
-            if isinstance(module, RamitDRAMiTBlock):
+            if isinstance(module, _LayoutAware):
                 module.window_attention = kind
                 if chunk is not None:
                     module.window_chunk = chunk
+                    module.piece_pixels = chunk * self.config.window_size**2
 
 
 class RamitWeightsError(ValueError):
@@ -731,6 +737,21 @@ class RamitModel(RamitPreTrainedModel, _LayoutAware):
             x = (x - self.image_mean.to(x.dtype)) / self.image_std.to(x.dtype)
         return x
 
+    def _stages(self, body: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Stages 1-3 (the encoder), the Bottleneck, stage 4 and H-RAMi -> (encoder outputs, stage 4 output,
+        H-RAMi's modulation map)."""
+        encoder_outputs, attention_maps = [], []
+        hidden = body
+        for level, stage in enumerate(self.stages[:-1]):
+            if level:
+                hidden = self.downsizings[level - 1](hidden)
+            hidden, attention = stage(hidden)
+            encoder_outputs.append(hidden)
+            attention_maps.append(attention)
+        last, attention = self.stages[-1](self.bottleneck(body, encoder_outputs))
+        attention_maps.append(attention)
+        return encoder_outputs, last, self.hrami(attention_maps)
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -748,18 +769,9 @@ class RamitModel(RamitPreTrainedModel, _LayoutAware):
             shallow = shallow.permute(0, 2, 3, 1).contiguous()
         # the body may run in a lower precision than the stem and the global skip (see `to_bfloat16_body`)
         body = shallow.to(next(self.stages.parameters()).dtype)
-        encoder_outputs, attention_maps = [], []
-        hidden = body
-        for level, stage in enumerate(self.stages[:-1]):
-            if level:
-                hidden = self.downsizings[level - 1](hidden)
-            hidden, attention = stage(hidden)
-            encoder_outputs.append(hidden)
-            attention_maps.append(attention)
-        fused = self.bottleneck(body, encoder_outputs)
-        last, attention = self.stages[-1](fused)
-        attention_maps.append(attention)
-        features = (last * self.hrami(attention_maps)).to(shallow.dtype) + shallow
+        with workspace():
+            encoder_outputs, last, modulation = self._stages(body)
+        features = (last * modulation).to(shallow.dtype) + shallow
 
         hidden_states = (shallow, *encoder_outputs, last) if output_hidden_states else None
         if self.channels_last:  # the outputs are (B, C, H, W) views either way

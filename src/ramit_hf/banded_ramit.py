@@ -1,0 +1,283 @@
+"""Banded inference for the fused (B, H, W, C) layout: each D-RAMiT block and each MobiVari computed piece by piece.
+
+A piece is a few thousand pixels (64 windows, or the rows of the image that hold as many pixels), so every
+intermediate tensor of a piece stays in a core's cache and is small enough for the allocator to reuse instead of
+mapping fresh pages, which on a CPU costs as much as the arithmetic. The order of the operations per pixel is that
+of the fused path; only the grouping into pieces differs:
+
+- window attention: the pixels of a piece's windows are gathered in (shifted) window order and projected to q, k, v
+  by one matrix product whose columns are reordered so that q and k are normalised in place and each head's
+  windows are strided views that the batched products take without a copy;
+- channel attention: its logits are sums over all pixels, so pieces accumulate q kᵀ and the squared norms (in
+  float32 whatever the dtype) and keep v; the softmax of the logits then folds into the output projection, one
+  (channels x channels) matrix applied to v piece by piece;
+- MobiVari, LayerNorm and the feed-forward network run band by band (rows of the image); a band's depthwise
+  convolution reads one row of halo above and below.
+
+Used by `modeling_ramit` when `window_attention` is "banded" (the default) in inference without gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_WINDOW_ORDERS: dict[tuple, torch.Tensor] = {}
+# Full-size buffers shared by the blocks of one forward, so that each is mapped once rather than once per block.
+_WORKSPACE: ContextVar[dict | None] = ContextVar("ramit_banded_workspace", default=None)
+
+
+@contextmanager
+def workspace() -> Iterator[None]:
+    """Blocks inside share their full-size scratch buffers (per thread; released on exit)."""
+    token = _WORKSPACE.set({})
+    try:
+        yield
+    finally:
+        _WORKSPACE.reset(token)
+
+
+def _scratch(name: str, like: torch.Tensor, avoid: torch.Tensor | None = None) -> torch.Tensor:
+    """A buffer shaped like `like` from the workspace (fresh outside one), never the memory of `avoid`."""
+    space = _WORKSPACE.get()
+    if space is None:
+        return torch.empty_like(like)
+    key = (name, like.shape, like.dtype, like.device)
+    if key not in space:
+        space[key] = torch.empty_like(like)
+    if avoid is not None and space[key].data_ptr() == avoid.data_ptr():
+        return _scratch(name + "'", like)
+    return space[key]
+
+
+def window_order(height: int, width: int, window_size: int, shift: int, device: torch.device) -> torch.Tensor:
+    """For each position of the windowed sequence (windows in row-major order, then the pixels of a window), the
+    flat index of its source pixel in the image rolled by `-shift`: one gather does the roll and the partition."""
+    key = (height, width, window_size, shift, str(device))
+    if key not in _WINDOW_ORDERS:
+        rows = (torch.arange(height) + shift) % height
+        cols = (torch.arange(width) + shift) % width
+        flat = (rows[:, None] * width + cols[None, :]).view(height // window_size, window_size, -1, window_size)
+        _WINDOW_ORDERS[key] = flat.permute(0, 2, 1, 3).reshape(-1).to(device)
+    return _WINDOW_ORDERS[key]
+
+
+def _version(tensor: torch.Tensor) -> int:
+    """In-place updates count up a tensor's version; inference tensors (made under inference_mode) keep none, and
+    cannot be updated in place outside it."""
+    return -1 if tensor.is_inference() else tensor._version
+
+
+def _cached(module: nn.Module, name: str, build):
+    """`build()` kept on `module` until one of its parameters changes (new data, an in-place update, dtype)."""
+    key = tuple((p.data_ptr(), _version(p), p.dtype) for p in module.parameters())
+    cache = module.__dict__.setdefault("_banded_cache", {})
+    if name not in cache or cache[name][0] != key:
+        with torch.no_grad():
+            cache[name] = (key, build())
+    return cache[name][1]
+
+
+def pointwise(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A 1x1 convolution as an (in, out) matrix and its bias; a grouped one as its block-diagonal dense matrix,
+    which a single matrix product computes faster than the groups apart at these widths."""
+
+    def build():
+        weight = conv.weight.flatten(1)
+        if conv.groups > 1:
+            weight = torch.block_diag(*weight.view(conv.groups, -1, weight.shape[1]))
+        return weight.t().contiguous(), conv.bias
+
+    return _cached(conv, "pointwise", build)
+
+
+def linear(x: torch.Tensor, weight_bias: tuple[torch.Tensor, torch.Tensor | None], out=None) -> torch.Tensor:
+    weight, bias = weight_bias
+    if bias is None:
+        return torch.mm(x, weight, out=out)
+    return torch.addmm(bias, x, weight, out=out)
+
+
+def depthwise(conv: nn.Conv2d, rows: torch.Tensor) -> torch.Tensor:
+    """The depthwise 3x3 convolution of (rows, W, C) image rows, zero-padded on every side -> (rows, W, C)."""
+    return conv(rows.unsqueeze(0).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)[0]
+
+
+def _in_place(act: nn.Module):
+    if isinstance(act, nn.LeakyReLU):
+        return lambda t: F.leaky_relu_(t, act.negative_slope)
+    return act
+
+
+def band_rows(pixels: int, height: int, width: int) -> int:
+    return height if pixels <= 0 else max(1, min(height, pixels // width))
+
+
+def mobivari_weights(mobivari) -> dict:
+    return {name: pointwise(getattr(mobivari, name)) for name in ("exp_conv", "pw_conv") if hasattr(mobivari, name)}
+
+
+def mobivari_rows(mobivari, weights: dict, src: torch.Tensor, top: int, bottom: int, out=None) -> torch.Tensor:
+    """Rows top:bottom of MobiVari(src) for one image `src` (H, W, C_in) -> (rows * W, C_out), written to `out`
+    ((rows * W, C_out), contiguous) when given; `weights`: `mobivari_weights(mobivari)`."""
+    height, width, dim = src.shape
+    low, high = max(top - 1, 0), min(bottom + 1, height)
+    inner = slice(top - low, bottom - low)
+    act = _in_place(mobivari.act)
+    if mobivari.version == 1:
+        h = act(depthwise(mobivari.dw_conv, src[low:high])[inner]).add_(src[top:bottom])
+        result = act(linear(h.reshape(-1, dim), weights["pw_conv"], out))
+    else:
+        expanded = act(linear(src[low:high].reshape(-1, dim), weights["exp_conv"]))
+        expanded = expanded.view(high - low, width, -1)
+        h = act(depthwise(mobivari.dw_conv, expanded)[inner].add_(expanded[inner]))
+        result = linear(h.reshape(-1, h.shape[-1]), weights["pw_conv"], out)
+    return result.add_(src[top:bottom].reshape(-1, dim)) if mobivari.residual else result
+
+
+def mobivari_banded(mobivari, x: torch.Tensor, pixels: int) -> torch.Tensor:
+    """MobiVari of (B, H, W, C_in) -> (B, H, W, C_out), band by band."""
+    x = x.contiguous()
+    b, height, width, _ = x.shape
+    out = x.new_empty(b, height, width, mobivari.out_dim)
+    step, weights = band_rows(pixels, height, width), mobivari_weights(mobivari)
+    for i in range(b):
+        for top in range(0, height, step):
+            bottom = min(top + step, height)
+            mobivari_rows(mobivari, weights, x[i], top, bottom, out=out[i, top:bottom].view(-1, mobivari.out_dim))
+    return out
+
+
+def _block_weights(block) -> dict:
+    """A block's weights as the banded path uses them, kept until its parameters change."""
+
+    def build():
+        attention, heads, head_dim = block.spatial_attention, block.num_spatial_heads, block.head_dim
+        # the qkv columns reordered from (heads, q/k/v, head_dim) to spatial q, k, v (each heads x head_dim), then
+        # channel q, k, v: q and k of the spatial heads are one block, normalised together, and each head's
+        # windows are strided views
+        index = torch.arange(3 * block.num_heads * head_dim).view(block.num_heads, 3, head_dim)
+        order = torch.cat([index[:heads].transpose(0, 1).reshape(-1), index[heads:].transpose(0, 1).reshape(-1)])
+        weight, bias = block.qkv.weight.flatten(1).t()[:, order].contiguous(), block.qkv.bias
+        # the logit scale folded into q's normalisation factor, k's factor 1
+        factor = torch.ones(2 * heads, 1, dtype=weight.dtype, device=weight.device)
+        factor[:heads] = attention.logit_scales().view(heads, 1)
+        weights = {
+            "qkv": (weight, None if bias is None else bias[order].contiguous()),
+            "qk_factor": factor,
+            "position_bias": attention.relative_position_bias()[0],
+            "spatial_proj": pointwise(attention.proj),
+            "fc1": pointwise(block.ffn.fc1),
+            "fc2": pointwise(block.ffn.fc2),
+            "mobivari": mobivari_weights(block.mobivari),
+        }
+        if block.channel_attention is not None:
+            weights["channel_scales"] = block.channel_attention.logit_scales().float()
+            weights["channel_proj"] = pointwise(block.channel_attention.proj)
+        return weights
+
+    return _cached(block, "weights", build)
+
+
+def block_banded(block, x: torch.Tensor, spatial_helper, channel_helper):
+    """A D-RAMiT block in inference, (B, H, W, C) -> (output, SP-SA helper, CH-SA helper, mixed attention before the
+    norm). The helpers are what the next block takes from this one's outputs, already averaged: SP-SA's over its
+    channels (B, H, W, 1) and CH-SA's over its heads (B, H, W, head_dim); the previous block's, or None, come in.
+    Only the output of a stage's last block (`ends_stage`) and its mixed attention are tensors of their own; the
+    others live in the workspace."""
+    x = x.contiguous()
+    b, height, width, _ = x.shape
+    last = block.ends_stage
+    out = torch.empty_like(x) if last else _scratch("block output", x, avoid=x)
+    mixed = torch.empty_like(x) if last else _scratch("mixed", x)
+    both = _scratch("attention", x)
+    means = x.new_empty(b, height, width, 1 + block.head_dim)
+    weights = _block_weights(block)
+    for i in range(b):
+        sp = None if spatial_helper is None else spatial_helper[i].mean(dim=-1).reshape(-1)
+        ch = None
+        if channel_helper is not None:
+            ch = channel_helper[i].unflatten(-1, (-1, block.head_dim)).mean(dim=-2).reshape(-1, block.head_dim)
+        _attend(block, weights, x[i], sp, ch, both[i], means[i].view(height * width, -1))
+        _mix_and_feed_forward(block, weights, x[i], both[i], mixed[i], out[i])
+    return out, means[..., :1], means[..., 1:], mixed
+
+
+def _attend(
+    block, weights: dict, x: torch.Tensor, spatial_helper, channel_helper, both: torch.Tensor, means: torch.Tensor
+) -> None:
+    """SP-SA and CH-SA of one image x (H, W, C), projected, into `both` (H, W, C), spatial channels first; their
+    means for the next block's helpers into `means` (H * W, 1 + head_dim)."""
+    attention = block.spatial_attention
+    height, width, dim = x.shape
+    n, area, head_dim = height * width, attention.window_size**2, block.head_dim
+    heads, channel_heads = block.num_spatial_heads, block.num_heads - block.num_spatial_heads
+    sw, cw = heads * head_dim, channel_heads * head_dim
+    order = window_order(height, width, attention.window_size, attention.shift, x.device)
+    qk_factor, bias = weights["qk_factor"].to(x.dtype), weights["position_bias"].to(x.dtype)
+    proj_weight, proj_bias = weights["spatial_proj"]
+    piece = n if block.window_chunk <= 0 else block.window_chunk * area
+    flat, out = x.view(n, dim), both.view(n, dim)
+    if channel_heads:
+        gram = x.new_zeros(channel_heads, head_dim, head_dim, dtype=torch.float32)
+        squares = x.new_zeros(2, channel_heads, head_dim, dtype=torch.float32)
+        values = x.new_empty(n, cw)
+    for start in range(0, n, piece):
+        index = order[start : start + piece]
+        rows = index.numel()
+        qkv = linear(flat.index_select(0, index), weights["qkv"])
+        qk = qkv[:, : 2 * sw].view(rows, 2 * heads, head_dim)
+        qk.mul_(qk_factor / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min_(1e-12))
+        q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, 2 * sw : 3 * sw].view(rows, heads, head_dim)
+        if channel_helper is not None:
+            v.mul_(channel_helper.index_select(0, index).unsqueeze(1))
+        projected = None
+        for head in range(heads):
+            windows = (rows // area, area, head_dim)
+            logits = torch.baddbmm(bias[head], q[:, head].view(windows), k[:, head].view(windows).transpose(1, 2))
+            o = torch.bmm(torch.softmax(logits, dim=-1), v[:, head].view(windows)).view(rows, head_dim)
+            part = proj_weight[head * head_dim : (head + 1) * head_dim]
+            projected = linear(o, (part, proj_bias)) if projected is None else projected.addmm_(o, part)
+        assert projected is not None  # blocks with no spatial head take the unbanded path
+        out[:, :sw].index_copy_(0, index, projected)
+        means[:, 0].index_copy_(0, index, projected.mean(dim=-1))
+        if channel_heads:
+            cq, ck = (qkv[:, 3 * sw + j * cw : 3 * sw + (j + 1) * cw].float().view(rows, -1, head_dim) for j in (0, 1))
+            gram.baddbmm_(cq.permute(1, 2, 0), ck.transpose(0, 1))
+            squares[0].add_(cq.square().sum(0))
+            squares[1].add_(ck.square().sum(0))
+            cv = qkv[:, 3 * sw + 2 * cw :]
+            values.index_copy_(0, index, cv if spatial_helper is None else cv * spatial_helper[index, None])
+    if channel_heads:
+        norms = squares[0].sqrt()[:, :, None] * squares[1].sqrt()[:, None, :]
+        logits = gram.div_(norms.clamp_min_(1e-24)).mul_(weights["channel_scales"])
+        # channel head h's output is softmax(logits_h) v_h: folded into the projection, one matrix on v
+        proj_weight, proj_bias = weights["channel_proj"]
+        mixing = torch.bmm(
+            torch.softmax(logits, dim=-1).transpose(1, 2), proj_weight.float().view(channel_heads, head_dim, -1)
+        )
+        mixing = mixing.reshape(cw, cw).to(x.dtype)
+        for start in range(0, n, piece):
+            projected = linear(values[start : start + piece], (mixing, proj_bias))
+            out[start : start + piece, sw:] = projected
+            means[start : start + piece, 1:] = projected.view(-1, channel_heads, head_dim).mean(dim=1)
+
+
+def _mix_and_feed_forward(
+    block, weights: dict, x: torch.Tensor, both: torch.Tensor, mixed: torch.Tensor, out: torch.Tensor
+) -> None:
+    """out = y + LN2(FFN(y)) with y = x + LN1(MobiVari(both)), band by band; MobiVari's output kept in `mixed`."""
+    height, width, dim = x.shape
+    norm1, norm2, ffn = block.norm1, block.norm2, block.ffn
+    step = band_rows(block.piece_pixels, height, width)
+    for top in range(0, height, step):
+        bottom = min(top + step, height)
+        m = mobivari_rows(block.mobivari, weights["mobivari"], both, top, bottom, out=mixed[top:bottom].view(-1, dim))
+        y = F.layer_norm(m, (dim,), norm1.weight, norm1.bias, norm1.eps).add_(x[top:bottom].view(-1, dim))
+        z = linear(ffn.act(linear(y, weights["fc1"])), weights["fc2"])
+        torch.add(F.layer_norm(z, (dim,), norm2.weight, norm2.bias, norm2.eps), y, out=out[top:bottom].view(-1, dim))
