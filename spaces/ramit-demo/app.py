@@ -67,7 +67,7 @@ TASKS: dict[str, Task] = {
     )
 }
 # the ramit_hf release whose model repositories this Space is built for (the models carry its code)
-RAMIT_HF_VERSION = "0.2.0"
+RAMIT_HF_VERSION = "0.3.0"
 DEFAULT_TASK = "Super-resolution x2"
 
 # Results up to Full HD: bigger ones take long on a CPU Space (tiling keeps their memory small); raise it on a GPU.

@@ -4,7 +4,7 @@ Importing the package registers RAMiT with transformers' Auto classes (`AutoConf
 `AutoModelForImageToImage`, `AutoImageProcessor`).
 """
 
-__version__ = "0.2.0"  # the one place the version is written: pyproject.toml reads it
+__version__ = "0.3.0"  # the one place the version is written: pyproject.toml reads it
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageToImage
 
