@@ -115,6 +115,13 @@ class _LayoutAware(nn.Module):
         faults cost a CPU as much as the arithmetic."""
         return self.channels_last and not self.training and not torch.is_grad_enabled()
 
+    def computes_banded(self, x: torch.Tensor) -> bool:
+        """Whether this call takes the banded path: fused-path inference, and no autocast (whose output dtypes the
+        banded path's in-place updates and shared buffers do not follow; the gathered-window path does)."""
+        return (
+            self.reuses_buffers and self.window_attention == "banded" and not torch.is_autocast_enabled(x.device.type)
+        )
+
     def apply_conv(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         return conv_nhwc(conv, x) if self.channels_last else conv(x)
 
@@ -343,7 +350,7 @@ class RamitMobiVari(_LayoutAware):
             self.pw_conv = nn.Conv2d(expand_dim, self.out_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.reuses_buffers and self.window_attention == "banded":
+        if self.computes_banded(x):
             return mobivari_banded(self, x, self.piece_pixels)
         if self.reuses_buffers and isinstance(self.act, nn.LeakyReLU):
             return self._forward_inplace(x)
@@ -415,7 +422,7 @@ class RamitDRAMiTBlock(GradientCheckpointingLayer, _LayoutAware):
     def forward(self, x, spatial_helper=None, channel_helper=None):
         """Returns (output, SP-SA output, CH-SA output, mixed attention before the norm)."""
         if self.reuses_buffers and self.spatial_attention is not None and self.window_attention != "sdpa":
-            if self.window_attention == "banded":
+            if self.computes_banded(x):
                 return block_banded(self, x, spatial_helper, channel_helper)
             return self._forward_windowed(x, spatial_helper, channel_helper)
         split = self.num_spatial_heads
