@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -304,11 +305,16 @@ def print_inference(rows: list[dict]) -> None:
         "first call s |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def shown(value: float, form: str) -> str:
+        # nan: the reference path was not run (or memory not measured)
+        return "-" if math.isnan(value) else format(value, form) + ("x" if form == ".2f" else "")
+
     for r in rows:
         print(
             f"| {r['path']} | {r['size']}x{r['size']} | {r['median_ms']:.1f} | {100 * r['spread']:.0f}% | "
-            f"{r['speedup']:.2f}x | {r['vs_original']:.2f}x | {r['peak_mib']:.0f} | {r['max_error']:.1e} | "
-            f"{r['rel_l2']:.1e} | {r['warmup_s']:.1f} |"
+            f"{shown(r['speedup'], '.2f')} | {shown(r['vs_original'], '.2f')} | {shown(r['peak_mib'], '.0f')} | "
+            f"{shown(r['max_error'], '.1e')} | {shown(r['rel_l2'], '.1e')} | {r['warmup_s']:.1f} |"
         )
     print("(errors against the faithful float32 output; spread: (slowest - fastest) / median over the repeats)")
 
