@@ -299,6 +299,11 @@ def device_name(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def cell(value: float, form: str, unit: str = "") -> str:
+    """A table cell; "-" for nan (the reference path was not run, or the memory not measured)."""
+    return "-" if math.isnan(value) else format(value, form) + unit
+
+
 def print_inference(rows: list[dict]) -> None:
     print(
         "| path | size | median ms | spread | vs faithful | vs original | peak MiB | max abs err | rel. L2 err | "
@@ -306,15 +311,11 @@ def print_inference(rows: list[dict]) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
 
-    def shown(value: float, form: str) -> str:
-        # nan: the reference path was not run (or memory not measured)
-        return "-" if math.isnan(value) else format(value, form) + ("x" if form == ".2f" else "")
-
     for r in rows:
         print(
             f"| {r['path']} | {r['size']}x{r['size']} | {r['median_ms']:.1f} | {100 * r['spread']:.0f}% | "
-            f"{shown(r['speedup'], '.2f')} | {shown(r['vs_original'], '.2f')} | {shown(r['peak_mib'], '.0f')} | "
-            f"{shown(r['max_error'], '.1e')} | {shown(r['rel_l2'], '.1e')} | {r['warmup_s']:.1f} |"
+            f"{cell(r['speedup'], '.2f', 'x')} | {cell(r['vs_original'], '.2f', 'x')} | {cell(r['peak_mib'], '.0f')} | "
+            f"{cell(r['max_error'], '.1e')} | {cell(r['rel_l2'], '.1e')} | {r['warmup_s']:.1f} |"
         )
     print("(errors against the faithful float32 output; spread: (slowest - fastest) / median over the repeats)")
 
@@ -357,8 +358,9 @@ def print_training(rows: list[dict], args) -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['path']} | {r['median_ms']:.1f} | {r.get('speedup', float('nan')):.2f}x | {r['peak_mib']:.0f} | "
-            f"{r['first_loss']:.4f} | {r['last_loss']:.4f} | {r.get('max_loss_gap', float('nan')):.1e} |"
+            f"| {r['path']} | {r['median_ms']:.1f} | {cell(r.get('speedup', math.nan), '.2f', 'x')} | "
+            f"{cell(r['peak_mib'], '.0f')} | {r['first_loss']:.4f} | {r['last_loss']:.4f} | "
+            f"{cell(r.get('max_loss_gap', math.nan), '.1e')} |"
         )
 
 
