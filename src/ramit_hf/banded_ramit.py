@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 _WINDOW_ORDERS: dict[tuple, torch.Tensor] = {}
+# input channels per group from which a grouped 1x1 convolution is computed group by group
+_GROUP_WIDTH = 20
 # Full-size buffers shared by the blocks of one forward, so that each is mapped once rather than once per block.
 _WORKSPACE: ContextVar[dict | None] = ContextVar("ramit_banded_workspace", default=None)
 
@@ -84,20 +86,34 @@ def _cached(module: nn.Module, name: str, build):
 
 
 def pointwise(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A 1x1 convolution as an (in, out) matrix and its bias; a grouped one as its block-diagonal dense matrix,
-    which a single matrix product computes faster than the groups apart at these widths."""
+    """A 1x1 convolution as an (in, out) matrix and its bias. A grouped one with wide groups as (groups, in / groups,
+    out / groups) matrices, each a product of its own: its dense block-diagonal matrix would multiply zeros (1.2x to
+    1.6x slower for Bottleneck, H-RAMi and Downsizing, measured in docs/performance.md). Narrow groups (the 16
+    channels of a block's MobiVari) keep the block-diagonal matrix, which one product computes as fast."""
 
     def build():
         weight = conv.weight.flatten(1)
         if conv.groups > 1:
-            weight = torch.block_diag(*weight.view(conv.groups, -1, weight.shape[1]))
+            groups = weight.view(conv.groups, -1, weight.shape[1])
+            if weight.shape[1] >= _GROUP_WIDTH:
+                return groups.transpose(1, 2).contiguous(), conv.bias
+            weight = torch.block_diag(*groups)
         return weight.t().contiguous(), conv.bias
 
     return _cached(conv, "pointwise", build)
 
 
 def linear(x: torch.Tensor, weight_bias: tuple[torch.Tensor, torch.Tensor | None], out=None) -> torch.Tensor:
+    """x (N, in) times a `pointwise` weight, plus its bias -> (N, out), written to `out` when given."""
     weight, bias = weight_bias
+    if weight.ndim == 3:
+        groups, width_in, width_out = weight.shape
+        out = x.new_empty(x.shape[0], groups * width_out) if out is None else out
+        for g in range(groups):
+            # each group's product written straight into its columns of the output (a strided view, no copy)
+            part = out[:, g * width_out : (g + 1) * width_out]
+            part.addmm_(x[:, g * width_in : (g + 1) * width_in], weight[g], beta=0)
+        return out if bias is None else out.add_(bias)
     if bias is None:
         return torch.mm(x, weight, out=out)
     return torch.addmm(bias, x, weight, out=out)
