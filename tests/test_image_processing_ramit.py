@@ -64,6 +64,21 @@ def test_sixteen_bit_data_keep_their_precision():
     assert torch.equal(out, out_pil)
 
 
+def test_float_pil_images_are_taken_on_the_scale_their_values_lie_in():
+    gray = np.asarray(real_image().convert("L"))
+    processor = RamitImageProcessor(do_pad=False)
+    expected = processor(Image.fromarray(gray), return_tensors="pt")["pixel_values"]
+    for values in (gray.astype(np.float32) / 255, gray.astype(np.float32)):
+        image = Image.fromarray(values)
+        assert image.mode == "F"
+        assert torch.allclose(processor(image, return_tensors="pt")["pixel_values"], expected, atol=1e-6)
+    for values in (gray.astype(np.float32) - 300, gray.astype(np.float32) + 300):
+        with pytest.raises(ValueError, match=r"image 0: float image values must lie in \[0, 1\] or in \[0, 255\]"):
+            processor(Image.fromarray(values))
+    with pytest.raises(ValueError, match=r"32-bit integer image values must lie in \[0, 65535\], got \[0, 70000\]"):
+        processor(Image.fromarray(np.array([[0, 70000]], dtype=np.int32)))
+
+
 @pytest.mark.parametrize(
     "image, message",
     [

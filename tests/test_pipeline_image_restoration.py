@@ -206,6 +206,23 @@ def test_bad_inputs_name_the_input_and_the_problem(pipe, tmp_path, make, problem
         pipe(make(tmp_path))
 
 
+def test_float_images_from_files_and_pil_are_read_on_the_scale_their_values_lie_in(pipe, crop, tmp_path):
+    # a float TIFF stores [0, 1]; the same picture as 0..255 floats, or as 8-bit, must restore the same
+    gray = np.asarray(crop.convert("L"))
+    unit, levels = gray.astype(np.float32) / 255, gray.astype(np.float32)
+    Image.fromarray(unit).save(tmp_path / "unit.tif")
+    Image.fromarray(levels).save(tmp_path / "levels.tif")
+    expected = np.asarray(pipe(Image.fromarray(gray)))
+    for source in (str(tmp_path / "unit.tif"), str(tmp_path / "levels.tif"), Image.fromarray(unit)):
+        out = pipe(source)
+        assert out.mode == "L" and np.abs(np.asarray(out).astype(int) - expected).max() <= 1
+    for values, shown in ((unit - 1, r"got \[-"), (levels + 300, r"got \[3\d\d")):
+        Image.fromarray(values).save(tmp_path / "bad.tif")
+        rule = r"bad.tif: float image values must lie in \[0, 1\] or in \[0, 255\], "
+        with pytest.raises(ValueError, match=rule + shown):
+            pipe(str(tmp_path / "bad.tif"))
+
+
 def test_bad_input_in_a_list_is_named_by_index(pipe, crop):
     with pytest.raises(ValueError, match=r"input 1: .*NaN"):
         pipe([crop, np.full((8, 8, 3), np.nan, np.float32)])

@@ -1,7 +1,8 @@
 """Reading and writing image files: paths, http(s) URLs, EXIF orientation, 16-bit PNG, atomic writes.
 
 Conventions: decoded pixels are numpy arrays, (H, W) for gray or (H, W, C) with C = 2 (gray + alpha), 3 (RGB) or
-4 (RGBA), of dtype uint8 or uint16 (16-bit PNGs keep all 16 bits) or float32 (PIL mode "F"), with the EXIF
+4 (RGBA), of dtype uint8 or uint16 (16-bit PNGs keep all 16 bits) or float32 (PIL mode "F", as stored:
+`image_processing_ramit.stored_float_to_unit` brings them to [0, 1]), with the EXIF
 orientation applied (rows top to bottom as a viewer shows them). `DecodedImage.mode` names the layout as PIL does
 ("L", "LA", "RGB", "RGBA").
 

@@ -42,6 +42,8 @@ def image_to_array(image, input_data_format: str | None = None, do_rescale: bool
     if isinstance(image, Image.Image):
         image = _pil_to_numpy(image)
         input_data_format = "channels_last"
+        if image.dtype == np.float32:  # mode "F", already brought to [0, 1] by `stored_float_to_unit`
+            do_rescale = False
     if isinstance(image, torch.Tensor):
         tensor_input = True
         image = image.detach().cpu()
@@ -79,6 +81,22 @@ def image_to_array(image, input_data_format: str | None = None, do_rescale: bool
     return image
 
 
+def stored_float_to_unit(pixels: np.ndarray) -> np.ndarray:
+    """Float pixels as an image file or a PIL image (mode "F") stores them -> float32 in [0, 1].
+
+    Float images carry no white level: values within [0, 1] are taken as they are (the convention of float TIFF,
+    PFM and EXR files), values within [0, 255] as 8-bit levels; anything else (negative values, values above 255,
+    NaN or infinity) raises ValueError naming the range, rather than guessing.
+    """
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if not np.isfinite(pixels).all():
+        raise ValueError("image contains NaN or infinite values")
+    low, high = float(pixels.min(initial=np.inf)), float(pixels.max(initial=-np.inf))
+    if low < 0 or high > 255:
+        raise ValueError(f"float image values must lie in [0, 1] or in [0, 255], got [{low:g}, {high:g}]")
+    return pixels if high <= 1 else pixels / np.float32(255)
+
+
 def _integer_range(image: np.ndarray) -> int:
     """The white level of integer image data: 255 for 8-bit, 65535 for 16-bit (wider types by their values)."""
     if image.dtype == np.uint8:
@@ -99,9 +117,11 @@ def _pil_to_numpy(image: Image.Image) -> np.ndarray:
     if image.mode == "I":
         # 16-bit PNGs often open as 32-bit "I"; their values still fit 16 bits
         array = np.asarray(image)
-        return array.astype(np.uint16) if array.min() >= 0 and array.max() <= 65535 else array.astype(np.float32)
+        if array.min() < 0 or array.max() > 65535:
+            raise ValueError(f"32-bit integer image values must lie in [0, 65535], got [{array.min()}, {array.max()}]")
+        return array.astype(np.uint16)
     if image.mode == "F":
-        return np.asarray(image, dtype=np.float32)
+        return stored_float_to_unit(np.asarray(image, dtype=np.float32))
     if image.mode in ("L", "RGB", "RGBA"):
         return np.asarray(image)
     if image.mode == "LA":
@@ -293,4 +313,11 @@ def _as_image_list(images) -> list:
     return [images]
 
 
-__all__ = ["RamitImageProcessor", "convert_channels", "image_to_array", "symmetric_pad", "to_integer_image"]
+__all__ = [
+    "RamitImageProcessor",
+    "convert_channels",
+    "image_to_array",
+    "stored_float_to_unit",
+    "symmetric_pad",
+    "to_integer_image",
+]

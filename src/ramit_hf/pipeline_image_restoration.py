@@ -19,7 +19,13 @@ from transformers import Pipeline
 from transformers.utils import logging
 
 from .image_io import describe, load_image
-from .image_processing_ramit import RamitImageProcessor, convert_channels, image_to_array, to_integer_image
+from .image_processing_ramit import (
+    RamitImageProcessor,
+    convert_channels,
+    image_to_array,
+    stored_float_to_unit,
+    to_integer_image,
+)
 from .inference import choose_compute, restore_tensor
 from .pixel_budget import check_max_pixels, max_pixels_for
 from .tiling import resolve_tile_size
@@ -36,8 +42,9 @@ class ImageRestorationPipeline(Pipeline):
 
     Inputs: a PIL image, a path, an http(s) URL, a numpy array or torch tensor (HW, HWC or CHW; uint8, uint16 or
     float, floats scaled like the image processor does, i.e. by 1/255 unless `do_rescale=False`), or a list of these
-    (a 4-D array is a batch). Paths, URLs and PIL images are turned upright by their EXIF orientation; 16-bit PNGs keep
-    all 16 bits.
+    (a 4-D array is a batch). Float images from files or in PIL mode "F" carry no white level: values within [0, 1]
+    are taken as they are, values within [0, 255] as 8-bit levels, others are an error. Paths, URLs and PIL images
+    are turned upright by their EXIF orientation; 16-bit PNGs keep all 16 bits.
 
     Output: per input, a PIL image (or an HWC array with `output_type="np"`) in the input's mode. Gray input to a
     color model is restored as RGB and returned as L (BT.601 luma); color input to a gray model is restored as its
@@ -216,10 +223,13 @@ class ImageRestorationPipeline(Pipeline):
             layout = "channels_last" if pixels.ndim == 3 else None
             alpha = None
             try:
+                stored_float = pixels.dtype.kind == "f"
+                if stored_float:
+                    pixels = stored_float_to_unit(pixels)
                 if mode in ("LA", "RGBA"):
                     pixels, alpha = pixels[..., :-1], pixels[..., -1]
-                    alpha = image_to_array(alpha, None, True, processor.rescale_factor)
-                color = image_to_array(pixels, layout, True, processor.rescale_factor)
+                    alpha = image_to_array(alpha, None, not stored_float, processor.rescale_factor)
+                color = image_to_array(pixels, layout, not stored_float, processor.rescale_factor)
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from None
         elif isinstance(image, (np.ndarray, torch.Tensor)):

@@ -9,7 +9,7 @@ from PIL import Image
 from ramit_hf.image_io import rgb_to_gray
 from ramit_hf.protocol.resize import imresize
 from ramit_hf.training.patches import RestorationPatchDataset
-from ramit_hf.training.pixels import DataError, downscale_region, modcrop_hw
+from ramit_hf.training.pixels import DataError, downscale_region, modcrop_hw, pil_to_array
 from ramit_hf.training.schedule import ProgressiveSchedule
 from ramit_hf.training.sources import check_sizes, load_source
 from ramit_hf.training.validation import validation_dataset
@@ -186,3 +186,12 @@ def test_training_images_above_the_pixel_budget_are_refused_from_their_headers(t
     source = load_source(folder, task="sr-x2")
     with pytest.raises(DataError, match=r"above the pixel budget of [\d,]+ in .*huge \(20000x20000\)"):
         check_sizes(source, "sr-x2")
+
+
+def test_float_training_images_are_read_on_the_pipelines_scale():
+    gray = np.asarray(Image.open(shared_path("testsets", "Set12", "HR", "01.png")))
+    expected = pil_to_array(Image.fromarray(gray))
+    for values in (gray.astype(np.float32) / 255, gray.astype(np.float32)):
+        assert np.array_equal(pil_to_array(Image.fromarray(values)), expected)
+    with pytest.raises(DataError, match=r"float image values must lie in \[0, 1\] or in \[0, 255\]"):
+        pil_to_array(Image.fromarray(gray.astype(np.float32) * 2))

@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..configuration_ramit import TASK_UPSCALE, TASKS
 from ..image_io import ImageReadError, load_image, to_gray_or_rgb
+from ..image_processing_ramit import stored_float_to_unit
 from ..protocol.resize import imresize
 
 # margin (in low-resolution pixels) around a patch when only its region is downscaled: the bicubic kernel reaches
@@ -42,12 +43,13 @@ def pil_to_array(image: Image.Image) -> np.ndarray:
 
     Decoded by `ramit_hf.image_io` (also the EXIF orientation, which `datasets` has usually applied already).
     """
-    if image.mode == "F":
-        image = image.convert("L")  # 32-bit float images train as 8-bit
     try:
-        return to_gray_or_rgb(load_image(image).pixels)
-    except ImageReadError as error:
+        pixels = load_image(image).pixels
+        if pixels.dtype.kind == "f":  # 32-bit float images train as 8-bit, on the scale the pipeline reads them
+            pixels = np.round(stored_float_to_unit(pixels) * 255).astype(np.uint8)
+    except (ImageReadError, ValueError) as error:
         raise DataError(f"{getattr(image, 'filename', '') or 'an image'}: {error}") from None
+    return to_gray_or_rgb(pixels)
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:
