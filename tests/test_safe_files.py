@@ -36,6 +36,33 @@ def test_pickle_with_code_is_refused_without_running_it(tmp_path):
     assert not marker.exists()
 
 
+def test_files_that_are_no_pickle_are_damaged_not_code(tmp_path):
+    path = tmp_path / "model.pth"
+    for data in (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), bytes(random.Random(0).randrange(256) for _ in range(999))):
+        path.write_bytes(data)
+        with pytest.raises(DamagedFileError, match="model.pth: the checkpoint is not a PyTorch file"):
+            load_torch_file(path, "the checkpoint")
+    with open(path, "wb") as file:
+        pickle.dump({"plain": [1, 2]}, file, protocol=4)
+    with pytest.raises(DamagedFileError, match="a pickle that imports nothing"):
+        load_torch_file(path)
+
+
+def test_code_is_named_in_every_pickle_format(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "model.pth"
+    for legacy in (False, True):
+        torch.save({"w": torch.zeros(2), "payload": RunsCode(marker)}, path, _use_new_zipfile_serialization=not legacy)
+        with pytest.raises(UnsafeFileError, match=r"holds code.*\(it would call [\w.]+ when loaded\)"):
+            load_torch_file(path)
+    for protocol in (2, 4):
+        with open(path, "wb") as file:
+            pickle.dump(RunsCode(marker), file, protocol=protocol)
+        with pytest.raises(UnsafeFileError, match=r"it would call [\w.]+ when loaded"):
+            load_torch_file(path)
+    assert not marker.exists()
+
+
 def test_the_trainers_own_files_load(tmp_path):
     # what transformers' Trainer writes into a checkpoint: tensors, and Python/numpy/torch random states
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}

@@ -8,11 +8,14 @@ the file holds and that it was refused.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import pickletools
 import re
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +42,18 @@ def load_torch_file(path: str | os.PathLike, what: str = "the file"):
         with torch.serialization.safe_globals([*_NUMPY_GLOBALS, _RECONSTRUCT]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        imports = _pickle_imports(path)
+        if imports is None:
+            raise DamagedFileError(
+                f"{path}: {what} is not a PyTorch file (neither torch.save's zip format nor a pickle)"
+            ) from None
+        if not imports:
+            raise DamagedFileError(
+                f"{path}: {what} is a pickle that imports nothing, in a form PyTorch's safe loader does not read "
+                "(save it with torch.save)"
+            ) from None
         found = re.search(r"GLOBAL ([\w.]+)|global '?([\w.]+)", str(error))
-        culprit = next((g for g in found.groups() if g), None) if found else None
+        culprit = next((g for g in found.groups() if g), None) if found else (imports[0] if imports else None)
         raise UnsafeFileError(
             f"{path}: refused: {what} holds code, not only tensors and plain data"
             + (f" (it would call {culprit} when loaded)" if culprit else "")
@@ -52,6 +65,38 @@ def load_torch_file(path: str | os.PathLike, what: str = "the file"):
         raise DamagedFileError(
             f"{path}: {what} is truncated, corrupt or not a PyTorch file ({type(error).__name__})"
         ) from None
+
+
+def _pickle_imports(path: Path) -> list[str] | None:
+    """What the pickle in a file would import, read from its opcodes without running them (torch.save's zip format:
+    its data.pkl); None when the file does not start as a pickle at all (an image, random bytes, ...)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(member) if member else b""
+        else:
+            data = path.read_bytes()
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return None
+    imports: list[str] = []
+    strings: list[str] = []
+    stream = io.BytesIO(data)
+    parsed = False
+    # a legacy torch file is several pickles in a row, then raw storage bytes: read pickles until one does not parse
+    while stream.tell() < len(data):
+        try:
+            for opcode, argument, _ in pickletools.genops(stream):
+                if opcode.name in ("GLOBAL", "INST"):
+                    imports.append(str(argument).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL":
+                    imports.append(".".join(strings[-2:]) if len(strings) >= 2 else "a function")
+                elif isinstance(argument, str):
+                    strings.append(argument)
+        except Exception:  # not (or no longer) a pickle stream
+            break
+        parsed = True
+    return imports if parsed else None
 
 
 def check_safetensors_file(path: str | os.PathLike) -> None:
