@@ -8,12 +8,10 @@ the file holds and that it was refused.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
 import pickletools
-import re
 import struct
 import zipfile
 from pathlib import Path
@@ -41,7 +39,7 @@ def load_torch_file(path: str | os.PathLike, what: str = "the file"):
     try:
         with torch.serialization.safe_globals([*_NUMPY_GLOBALS, _RECONSTRUCT]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+    except pickle.UnpicklingError:
         imports = _pickle_imports(path)
         if imports is None:
             raise DamagedFileError(
@@ -52,8 +50,9 @@ def load_torch_file(path: str | os.PathLike, what: str = "the file"):
                 f"{path}: {what} is a pickle that imports nothing, in a form PyTorch's safe loader does not read "
                 "(save it with torch.save)"
             ) from None
-        found = re.search(r"GLOBAL ([\w.]+)|global '?([\w.]+)", str(error))
-        culprit = next((g for g in found.groups() if g), None) if found else (imports[0] if imports else None)
+        # the loader allows tensors' and random states' own types, all from these modules: the first import outside
+        # them is what the file would call
+        culprit = next((name for name in imports if not name.startswith(("torch.", "collections.", "numpy."))), None)
         raise UnsafeFileError(
             f"{path}: refused: {what} holds code, not only tensors and plain data"
             + (f" (it would call {culprit} when loaded)" if culprit else "")
@@ -74,17 +73,23 @@ def _pickle_imports(path: Path) -> list[str] | None:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-                data = archive.read(member) if member else b""
-        else:
-            data = path.read_bytes()
+                if member is None:
+                    return None
+                with archive.open(member) as stream:
+                    return _scan_pickles(stream)
+        with open(path, "rb") as stream:
+            return _scan_pickles(stream)
     except (OSError, zipfile.BadZipFile, EOFError):
         return None
+
+
+def _scan_pickles(stream) -> list[str] | None:
     imports: list[str] = []
     strings: list[str] = []
-    stream = io.BytesIO(data)
     parsed = False
     # a legacy torch file is several pickles in a row, then raw storage bytes: read pickles until one does not parse
-    while stream.tell() < len(data):
+    # (or the file ends)
+    while True:
         try:
             for opcode, argument, _ in pickletools.genops(stream):
                 if opcode.name in ("GLOBAL", "INST"):
@@ -94,9 +99,8 @@ def _pickle_imports(path: Path) -> list[str] | None:
                 elif isinstance(argument, str):
                     strings.append(argument)
         except Exception:  # not (or no longer) a pickle stream
-            break
+            return imports if parsed else None
         parsed = True
-    return imports if parsed else None
 
 
 def check_safetensors_file(path: str | os.PathLike) -> None:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ..configuration_ramit import TASK_UPSCALE, TASKS
-from ..image_io import ImageReadError, load_image, to_gray_or_rgb
+from ..image_io import load_image, to_gray_or_rgb
 from ..image_processing_ramit import stored_float_to_unit
 from ..protocol.resize import imresize
 
@@ -47,7 +47,7 @@ def pil_to_array(image: Image.Image) -> np.ndarray:
         pixels = load_image(image).pixels
         if pixels.dtype.kind == "f":  # 32-bit float images train as 8-bit, on the scale the pipeline reads them
             pixels = np.round(stored_float_to_unit(pixels) * 255).astype(np.uint8)
-    except (ImageReadError, ValueError) as error:
+    except ValueError as error:  # unreadable files (ImageReadError) and float values out of range
         raise DataError(f"{getattr(image, 'filename', '') or 'an image'}: {error}") from None
     return to_gray_or_rgb(pixels)
 
