@@ -9,8 +9,10 @@ import torch
 from conftest import golden_case, golden_index, golden_model, shared_path
 
 from ramit_hf import RamitConfig, RamitForImageRestoration, convert_original_checkpoint
+from ramit_hf.banded_ramit import ShuffledConcat, SpaceToDepth, TensorRows
 from ramit_hf.forward import restore_whole
 from ramit_hf.inference import Compute, choose_compute, cpu_has_native_bfloat16
+from ramit_hf.modeling_ramit import pixel_shuffle_nhwc
 from ramit_hf.pipeline_image_restoration import ImageRestorationPipeline
 from ramit_hf.protocol import Protocol, load_test_set
 from ramit_hf.protocol.metrics import psnr, to_uint8
@@ -163,3 +165,32 @@ def test_banded_path_gives_way_under_autocast():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = model(x).reconstruction.float()
     assert ((low - reference).norm() / reference.norm()).item() < 2e-2
+
+
+def test_band_sources_read_the_rows_of_the_tensors_they_stand_for():
+    # Bottleneck, H-RAMi and Downsizing read their inputs a band at a time; any band, edges and odd splits included
+    torch.manual_seed(0)
+    full, half, quarter = torch.rand(2, 24, 16, 8), torch.rand(2, 12, 8, 8), torch.rand(2, 6, 4, 32)
+    parts = [(full, 1), (half, 2), (quarter, 4)]
+    concat = torch.cat([pixel_shuffle_nhwc(t, f) for t, f in parts], dim=-1)
+    norm = torch.nn.LayerNorm(32)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+        neighbourhoods = torch.cat(
+            [full[:, 0::2, 0::2], full[:, 0::2, 1::2], full[:, 1::2, 0::2], full[:, 1::2, 1::2]], -1
+        )
+        downsized = norm(neighbourhoods)
+        for source, expected in ((ShuffledConcat(parts), concat), (SpaceToDepth(full, norm), downsized)):
+            sliced = TensorRows(expected)
+            assert source.shape == sliced.shape == tuple(expected.shape)
+            for i in range(2):
+                for low, high in (
+                    (0, 1),
+                    (0, expected.shape[1]),
+                    (3, 6),
+                    (5, 11),
+                    (expected.shape[1] - 1, expected.shape[1]),
+                ):
+                    assert torch.equal(source.rows(i, low, high), expected[i, low:high])
+                    assert torch.equal(sliced.rows(i, low, high), expected[i, low:high])

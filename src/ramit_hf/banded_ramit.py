@@ -12,7 +12,9 @@ of the fused path; only the grouping into pieces differs:
   float32 whatever the dtype) and keep v; the softmax of the logits then folds into the output projection, one
   (channels x channels) matrix applied to v piece by piece;
 - MobiVari, LayerNorm and the feed-forward network run band by band (rows of the image); a band's depthwise
-  convolution reads one row of halo above and below.
+  convolution reads one row of halo above and below. The inputs of the Bottleneck's and H-RAMi's MobiVari (pixel
+  shuffles concatenated) and of Downsizing's (2x2 neighbourhoods to channels, LayerNorm) are computed per band
+  (`BandSource`), never as full-resolution tensors.
 
 Used by `modeling_ramit` when `window_attention` is "banded" (the default) in inference without gradients.
 """
@@ -141,31 +143,95 @@ def mobivari_weights(mobivari) -> dict:
 def mobivari_rows(mobivari, weights: dict, src: torch.Tensor, top: int, bottom: int, out=None) -> torch.Tensor:
     """Rows top:bottom of MobiVari(src) for one image `src` (H, W, C_in) -> (rows * W, C_out), written to `out`
     ((rows * W, C_out), contiguous) when given; `weights`: `mobivari_weights(mobivari)`."""
-    height, width, dim = src.shape
-    low, high = max(top - 1, 0), min(bottom + 1, height)
-    inner = slice(top - low, bottom - low)
+    low, high = max(top - 1, 0), min(bottom + 1, src.shape[0])
+    return _mobivari_window(mobivari, weights, src[low:high], slice(top - low, bottom - low), out)
+
+
+def _mobivari_window(mobivari, weights: dict, window: torch.Tensor, inner: slice, out=None) -> torch.Tensor:
+    """MobiVari of the rows `inner` of `window` (rows, W, C_in), which holds their neighbouring rows above and below
+    wherever the image has them (beyond its edges the depthwise convolution pads with zeros)."""
+    width, dim = window.shape[1:]
     act = _in_place(mobivari.act)
     if mobivari.version == 1:
-        h = act(depthwise(mobivari.dw_conv, src[low:high])[inner]).add_(src[top:bottom])
+        h = act(depthwise(mobivari.dw_conv, window)[inner]).add_(window[inner])
         result = act(linear(h.reshape(-1, dim), weights["pw_conv"], out))
     else:
-        expanded = act(linear(src[low:high].reshape(-1, dim), weights["exp_conv"]))
-        expanded = expanded.view(high - low, width, -1)
+        expanded = act(linear(window.reshape(-1, dim), weights["exp_conv"])).view(window.shape[0], width, -1)
         h = act(depthwise(mobivari.dw_conv, expanded)[inner].add_(expanded[inner]))
         result = linear(h.reshape(-1, h.shape[-1]), weights["pw_conv"], out)
-    return result.add_(src[top:bottom].reshape(-1, dim)) if mobivari.residual else result
+    return result.add_(window[inner].reshape(-1, dim)) if mobivari.residual else result
 
 
-def mobivari_banded(mobivari, x: torch.Tensor, pixels: int) -> torch.Tensor:
+class BandSource:
+    """A (B, H, W, C) input that MobiVari reads a band of rows at a time, computed per band instead of whole.
+    `like` is a tensor with the output's dtype and device."""
+
+    shape: tuple[int, int, int, int]
+    like: torch.Tensor
+
+    def rows(self, i: int, low: int, high: int) -> torch.Tensor:
+        """Rows low:high of image i, (rows, W, C)."""
+        raise NotImplementedError
+
+
+class TensorRows(BandSource):
+    def __init__(self, x: torch.Tensor):
+        self.like = x.contiguous()
+        b, h, w, c = x.shape
+        self.shape = (b, h, w, c)
+
+    def rows(self, i: int, low: int, high: int) -> torch.Tensor:
+        return self.like[i, low:high]
+
+
+class ShuffledConcat(BandSource):
+    """The channel concatenation of (B, H / f, W / f, C * f²) tensors, each pixel-shuffled by its own factor f to
+    (B, H, W, C): the full-resolution concatenation (148 channels for H-RAMi) is never materialised."""
+
+    def __init__(self, parts: list[tuple[torch.Tensor, int]]):
+        self.parts, self.like = parts, parts[0][0]
+        b, h, w, _ = parts[0][0].shape
+        factor = parts[0][1]
+        self.shape = (b, h * factor, w * factor, sum(t.shape[-1] // f**2 for t, f in parts))
+
+    def rows(self, i: int, low: int, high: int) -> torch.Tensor:
+        pieces = []
+        for tensor, f in self.parts:
+            first, last = low // f, -(-high // f)
+            rows, width, channels = tensor[i, first:last].shape
+            # (rows, W / f, C, f, f) -> (rows, f, W / f, f, C): pixel (r f + a, c f + b) takes channel (C, a, b)
+            block = tensor[i, first:last].view(rows, width, channels // f**2, f, f).permute(0, 3, 1, 4, 2)
+            pieces.append(block.reshape(rows * f, width * f, -1)[low - first * f : high - first * f])
+        return torch.cat(pieces, dim=-1)
+
+
+class SpaceToDepth(BandSource):
+    """Downsizing's input: each 2x2 neighbourhood of (B, H, W, C) as the 4C channels of a (B, H / 2, W / 2, 4C)
+    pixel, then LayerNorm."""
+
+    def __init__(self, x: torch.Tensor, norm: nn.LayerNorm):
+        self.like, self.norm = x, norm
+        b, h, w, c = x.shape
+        self.shape = (b, h // 2, w // 2, 4 * c)
+
+    def rows(self, i: int, low: int, high: int) -> torch.Tensor:
+        x, norm = self.like[i, 2 * low : 2 * high], self.norm
+        cat = torch.cat([x[0::2, 0::2], x[0::2, 1::2], x[1::2, 0::2], x[1::2, 1::2]], dim=-1)
+        return F.layer_norm(cat, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def mobivari_banded(mobivari, x: torch.Tensor | BandSource, pixels: int) -> torch.Tensor:
     """MobiVari of (B, H, W, C_in) -> (B, H, W, C_out), band by band."""
-    x = x.contiguous()
-    b, height, width, _ = x.shape
-    out = x.new_empty(b, height, width, mobivari.out_dim)
+    source = x if isinstance(x, BandSource) else TensorRows(x)
+    b, height, width, _ = source.shape
+    out = source.like.new_empty(b, height, width, mobivari.out_dim)
     step, weights = band_rows(pixels, height, width), mobivari_weights(mobivari)
     for i in range(b):
         for top in range(0, height, step):
             bottom = min(top + step, height)
-            mobivari_rows(mobivari, weights, x[i], top, bottom, out=out[i, top:bottom].view(-1, mobivari.out_dim))
+            low, high = max(top - 1, 0), min(bottom + 1, height)
+            target = out[i, top:bottom].view(-1, mobivari.out_dim)
+            _mobivari_window(mobivari, weights, source.rows(i, low, high), slice(top - low, bottom - low), target)
     return out
 
 

@@ -31,7 +31,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, ImageSuperResolutionOutput
 
-from .banded_ramit import block_banded, mobivari_banded, window_order, workspace
+from .banded_ramit import ShuffledConcat, SpaceToDepth, block_banded, mobivari_banded, window_order, workspace
 from .configuration_ramit import RamitConfig
 from .safe_files import check_weight_files
 
@@ -517,6 +517,8 @@ class RamitDownsizing(_LayoutAware):
         self.reduction = RamitMobiVari(config, 4 * dim, out_dim=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.computes_banded(x):
+            return mobivari_banded(self.reduction, SpaceToDepth(x, self.norm), self.piece_pixels)
         if self.channels_last:
             x = torch.cat([x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]], dim=-1)
         else:
@@ -524,7 +526,21 @@ class RamitDownsizing(_LayoutAware):
         return self.reduction(self.norm(x))
 
 
-class RamitBottleneck(_LayoutAware):
+class _Fusion(_LayoutAware):
+    """Bottleneck and H-RAMi: MobiVari over the channel concatenation of features from several resolutions, each
+    brought to full resolution by pixel shuffle."""
+
+    mobivari: RamitMobiVari
+
+    def mix(self, parts: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
+        """MobiVari of the concatenation of `parts`, (tensor, pixel-shuffle factor) pairs; banded, it reads the
+        concatenation a band of rows at a time instead of materialising it."""
+        if self.computes_banded(parts[0][0]):
+            return mobivari_banded(self.mobivari, ShuffledConcat(parts), self.piece_pixels)
+        return self.mobivari(self.cat_channels([self.pixel_shuffle(t, factor) for t, factor in parts]))
+
+
+class RamitBottleneck(_Fusion):
     """Fuses the outputs of stages 1-3 (each plus the max-pooled shallow features) at full resolution.
 
     Coarser stages are brought up by pixel shuffle, so they contribute C/4 and C/16 channels.
@@ -539,16 +555,16 @@ class RamitBottleneck(_LayoutAware):
         self.norm = RamitLayerNorm(dim, eps=config.layer_norm_eps)
 
     def forward(self, shallow: torch.Tensor, stage_outputs: list[torch.Tensor]) -> torch.Tensor:
-        fused = []
+        parts = []
         pooled = shallow
         for level, stage_output in enumerate(stage_outputs):
             if level:
                 pooled = max_pool_nhwc(pooled) if self.channels_last else F.max_pool2d(pooled, 2)
-            fused.append(self.pixel_shuffle(stage_output + F.leaky_relu(pooled), 2**level))
-        return self.norm(self.mobivari(self.cat_channels(fused)))
+            parts.append((stage_output + F.leaky_relu(pooled), 2**level))
+        return self.norm(self.mix(parts))
 
 
-class RamitHRAMi(_LayoutAware):
+class RamitHRAMi(_Fusion):
     """H-RAMi: mixes the attention outputs of all four stages into one full-resolution modulation map."""
 
     def __init__(self, config: RamitConfig):
@@ -559,8 +575,7 @@ class RamitHRAMi(_LayoutAware):
 
     def forward(self, attention_maps: list[torch.Tensor]) -> torch.Tensor:
         *encoder_maps, last = attention_maps
-        maps = [self.pixel_shuffle(attn, 2**level) for level, attn in enumerate(encoder_maps)]
-        return self.mobivari(self.cat_channels([*maps, last]))
+        return self.mix([*((attn, 2**level) for level, attn in enumerate(encoder_maps)), (last, 1)])
 
 
 class RamitReconstruction(_LayoutAware):
