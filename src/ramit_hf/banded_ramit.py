@@ -162,6 +162,20 @@ def _mobivari_window(mobivari, weights: dict, window: torch.Tensor, inner: slice
     return result.add_(window[inner].reshape(-1, dim)) if mobivari.residual else result
 
 
+def pixel_shuffle_nhwc(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """`F.pixel_shuffle` for (B, H, W, C * factor**2) tensors (the fused path's layout)."""
+    if factor == 1:
+        return x
+    b, h, w, c = x.shape
+    x = x.view(b, h, w, c // factor**2, factor, factor).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, h * factor, w * factor, c // factor**2)
+
+
+def space_to_depth_nhwc(x: torch.Tensor) -> torch.Tensor:
+    """Each 2x2 neighbourhood of (..., H, W, C) as the 4C channels of one pixel of (..., H / 2, W / 2, 4C)."""
+    return torch.cat([x[..., 0::2, 0::2, :], x[..., 0::2, 1::2, :], x[..., 1::2, 0::2, :], x[..., 1::2, 1::2, :]], -1)
+
+
 class BandSource:
     """A (B, H, W, C) input that MobiVari reads a band of rows at a time, computed per band instead of whole.
     `like` is a tensor with the output's dtype and device."""
@@ -175,6 +189,8 @@ class BandSource:
 
 
 class TensorRows(BandSource):
+    """A whole tensor's rows, as views."""
+
     def __init__(self, x: torch.Tensor):
         self.like = x.contiguous()
         b, h, w, c = x.shape
@@ -197,11 +213,9 @@ class ShuffledConcat(BandSource):
     def rows(self, i: int, low: int, high: int) -> torch.Tensor:
         pieces = []
         for tensor, f in self.parts:
+            # the coarse rows that cover rows low:high once shuffled
             first, last = low // f, -(-high // f)
-            rows, width, channels = tensor[i, first:last].shape
-            # (rows, W / f, C, f, f) -> (rows, f, W / f, f, C): pixel (r f + a, c f + b) takes channel (C, a, b)
-            block = tensor[i, first:last].view(rows, width, channels // f**2, f, f).permute(0, 3, 1, 4, 2)
-            pieces.append(block.reshape(rows * f, width * f, -1)[low - first * f : high - first * f])
+            pieces.append(pixel_shuffle_nhwc(tensor[i : i + 1, first:last], f)[0, low - first * f : high - first * f])
         return torch.cat(pieces, dim=-1)
 
 
@@ -209,15 +223,13 @@ class SpaceToDepth(BandSource):
     """Downsizing's input: each 2x2 neighbourhood of (B, H, W, C) as the 4C channels of a (B, H / 2, W / 2, 4C)
     pixel, then LayerNorm."""
 
-    def __init__(self, x: torch.Tensor, norm: nn.LayerNorm):
+    def __init__(self, x: torch.Tensor, norm: nn.Module):
         self.like, self.norm = x, norm
         b, h, w, c = x.shape
         self.shape = (b, h // 2, w // 2, 4 * c)
 
     def rows(self, i: int, low: int, high: int) -> torch.Tensor:
-        x, norm = self.like[i, 2 * low : 2 * high], self.norm
-        cat = torch.cat([x[0::2, 0::2], x[0::2, 1::2], x[1::2, 0::2], x[1::2, 1::2]], dim=-1)
-        return F.layer_norm(cat, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return self.norm(space_to_depth_nhwc(self.like[i, 2 * low : 2 * high]))
 
 
 def mobivari_banded(mobivari, x: torch.Tensor | BandSource, pixels: int) -> torch.Tensor:

@@ -31,7 +31,16 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, ImageSuperResolutionOutput
 
-from .banded_ramit import ShuffledConcat, SpaceToDepth, block_banded, mobivari_banded, window_order, workspace
+from .banded_ramit import (
+    ShuffledConcat,
+    SpaceToDepth,
+    block_banded,
+    mobivari_banded,
+    pixel_shuffle_nhwc,
+    space_to_depth_nhwc,
+    window_order,
+    workspace,
+)
 from .configuration_ramit import RamitConfig
 from .safe_files import check_weight_files
 
@@ -82,15 +91,6 @@ def conv_nhwc(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if conv.kernel_size == (1, 1) and conv.groups == 1:
         return F.linear(x, conv.weight.flatten(1), conv.bias)
     return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-
-
-def pixel_shuffle_nhwc(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """`F.pixel_shuffle` for (B, H, W, C * factor**2) tensors."""
-    if factor == 1:
-        return x
-    b, h, w, c = x.shape
-    x = x.view(b, h, w, c // factor**2, factor, factor).permute(0, 1, 4, 2, 5, 3)
-    return x.reshape(b, h * factor, w * factor, c // factor**2)
 
 
 def max_pool_nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -520,7 +520,7 @@ class RamitDownsizing(_LayoutAware):
         if self.computes_banded(x):
             return mobivari_banded(self.reduction, SpaceToDepth(x, self.norm), self.piece_pixels)
         if self.channels_last:
-            x = torch.cat([x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]], dim=-1)
+            x = space_to_depth_nhwc(x)
         else:
             x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]], dim=1)
         return self.reduction(self.norm(x))
