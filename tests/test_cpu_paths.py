@@ -6,13 +6,13 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import golden_case, golden_index, golden_model, shared_path
 
 from ramit_hf import RamitConfig, RamitForImageRestoration, convert_original_checkpoint
 from ramit_hf.banded_ramit import ShuffledConcat, SpaceToDepth, TensorRows
 from ramit_hf.forward import restore_whole
 from ramit_hf.inference import Compute, choose_compute, cpu_has_native_bfloat16
-from ramit_hf.modeling_ramit import pixel_shuffle_nhwc
 from ramit_hf.pipeline_image_restoration import ImageRestorationPipeline
 from ramit_hf.protocol import Protocol, load_test_set
 from ramit_hf.protocol.metrics import psnr, to_uint8
@@ -172,7 +172,8 @@ def test_band_sources_read_the_rows_of_the_tensors_they_stand_for():
     torch.manual_seed(0)
     full, half, quarter = torch.rand(2, 24, 16, 8), torch.rand(2, 12, 8, 8), torch.rand(2, 6, 4, 32)
     parts = [(full, 1), (half, 2), (quarter, 4)]
-    concat = torch.cat([pixel_shuffle_nhwc(t, f) for t, f in parts], dim=-1)
+    # the reference built with torch's own pixel shuffle, on (B, C, H, W)
+    concat = torch.cat([F.pixel_shuffle(t.permute(0, 3, 1, 2), f).permute(0, 2, 3, 1) for t, f in parts], dim=-1)
     norm = torch.nn.LayerNorm(32)
     with torch.no_grad():
         norm.weight.normal_()

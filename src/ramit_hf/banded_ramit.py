@@ -140,11 +140,17 @@ def mobivari_weights(mobivari) -> dict:
     return {name: pointwise(getattr(mobivari, name)) for name in ("exp_conv", "pw_conv") if hasattr(mobivari, name)}
 
 
+def _halo(top: int, bottom: int, height: int) -> tuple[int, int, slice]:
+    """The rows a band top:bottom reads (one more above and below, inside the image) and where the band lies in them."""
+    low, high = max(top - 1, 0), min(bottom + 1, height)
+    return low, high, slice(top - low, bottom - low)
+
+
 def mobivari_rows(mobivari, weights: dict, src: torch.Tensor, top: int, bottom: int, out=None) -> torch.Tensor:
     """Rows top:bottom of MobiVari(src) for one image `src` (H, W, C_in) -> (rows * W, C_out), written to `out`
     ((rows * W, C_out), contiguous) when given; `weights`: `mobivari_weights(mobivari)`."""
-    low, high = max(top - 1, 0), min(bottom + 1, src.shape[0])
-    return _mobivari_window(mobivari, weights, src[low:high], slice(top - low, bottom - low), out)
+    low, high, inner = _halo(top, bottom, src.shape[0])
+    return _mobivari_window(mobivari, weights, src[low:high], inner, out)
 
 
 def _mobivari_window(mobivari, weights: dict, window: torch.Tensor, inner: slice, out=None) -> torch.Tensor:
@@ -241,9 +247,9 @@ def mobivari_banded(mobivari, x: torch.Tensor | BandSource, pixels: int) -> torc
     for i in range(b):
         for top in range(0, height, step):
             bottom = min(top + step, height)
-            low, high = max(top - 1, 0), min(bottom + 1, height)
+            low, high, inner = _halo(top, bottom, height)
             target = out[i, top:bottom].view(-1, mobivari.out_dim)
-            _mobivari_window(mobivari, weights, source.rows(i, low, high), slice(top - low, bottom - low), target)
+            _mobivari_window(mobivari, weights, source.rows(i, low, high), inner, target)
     return out
 
 
