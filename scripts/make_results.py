@@ -198,7 +198,7 @@ def write_doc(results: dict, path: Path) -> tuple[str, float]:
                 r.environment.get("device"),
                 r.environment.get("torch"),
                 r.environment.get("ramit_hf"),
-                r.environment.get("attention_backend"),
+                r.environment.get("computation", r.environment.get("attention_backend")),
                 r.environment.get("dtype"),
             )
             for r in results.values()

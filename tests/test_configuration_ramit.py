@@ -73,7 +73,8 @@ def test_preset_overrides_and_round_trip():
         (dict(task="sr-x3", upscale=2), "needs upscale 3"),
         (dict(num_channels=1), "image_mean/image_std need 1 values"),
         (dict(depths=(2, 2, 2)), "4 stages"),
-        (dict(attention_backend="flash"), "attention_backend"),
+        (dict(computation="flash"), "computation"),
+        (dict(banded_piece_windows=-1), "banded_piece_windows"),
     ],
 )
 def test_invalid_config_is_refused_with_the_reason(fields, message):
@@ -86,3 +87,11 @@ def test_unknown_preset_lists_the_choices():
         RamitConfig.from_preset("ramit-x2")
     with pytest.raises(ValueError, match="no original RAMiT setting"):
         preset_name("RAMiT-1", "lle")
+
+
+def test_configurations_saved_with_attention_backend_load_with_its_computation():
+    # config.json files written before `computation` existed name "faithful" or "fused"
+    assert RamitConfig(attention_backend="faithful").computation == "faithful"
+    fused = RamitConfig(attention_backend="fused")
+    assert fused.computation == "auto"
+    assert "attention_backend" not in fused.to_dict()

@@ -16,11 +16,13 @@ of the fused path; only the grouping into pieces differs:
   shuffles concatenated) and of Downsizing's (2x2 neighbourhoods to channels, LayerNorm) are computed per band
   (`BandSource`), never as full-resolution tensors.
 
-Used by `modeling_ramit` when `window_attention` is "banded" (the default) in inference without gradients.
+`modeling_ramit` runs it for the "banded" computation, which "auto" picks for CPU inference. A piece holds
+`config.banded_piece_windows` windows (set per forward by `workspace`). Caches keyed by image size are bounded.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,21 +31,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_WINDOW_ORDERS: dict[tuple, torch.Tensor] = {}
 # input channels per group from which a grouped 1x1 convolution is computed group by group
 _GROUP_WIDTH = 20
-# Full-size buffers shared by the blocks of one forward, so that each is mapped once rather than once per block.
+# Pixels per piece outside a forward's workspace (64 windows of 8 x 8), and the forward's own setting inside one.
+_DEFAULT_PIECE_PIXELS = 4096
+# The forward in progress on this thread: its piece size and the full-size buffers its blocks share, so that each
+# is mapped once rather than once per block.
 _WORKSPACE: ContextVar[dict | None] = ContextVar("ramit_banded_workspace", default=None)
+# window orders of this many image sizes are kept: a server that sees every size holds a bounded number
+WINDOW_ORDERS_KEPT = 32
 
 
 @contextmanager
-def workspace() -> Iterator[None]:
-    """Blocks inside share their full-size scratch buffers (per thread; released on exit)."""
-    token = _WORKSPACE.set({})
+def workspace(pixels: int = _DEFAULT_PIECE_PIXELS) -> Iterator[None]:
+    """One banded forward: pieces of `pixels` pixels (0 or less: whole images), and full-size scratch buffers shared
+    by its blocks (per thread; released on exit)."""
+    token = _WORKSPACE.set({"piece_pixels": pixels, "buffers": {}})
     try:
         yield
     finally:
         _WORKSPACE.reset(token)
+
+
+def piece_pixels() -> int:
+    space = _WORKSPACE.get()
+    return _DEFAULT_PIECE_PIXELS if space is None else space["piece_pixels"]
 
 
 def _scratch(name: str, like: torch.Tensor, avoid: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,24 +63,27 @@ def _scratch(name: str, like: torch.Tensor, avoid: torch.Tensor | None = None) -
     space = _WORKSPACE.get()
     if space is None:
         return torch.empty_like(like)
+    buffers = space["buffers"]
     key = (name, like.shape, like.dtype, like.device)
-    if key not in space:
-        space[key] = torch.empty_like(like)
-    if avoid is not None and space[key].data_ptr() == avoid.data_ptr():
+    if key not in buffers:
+        buffers[key] = torch.empty_like(like)
+    if avoid is not None and buffers[key].data_ptr() == avoid.data_ptr():
         return _scratch(name + "'", like)
-    return space[key]
+    return buffers[key]
 
 
 def window_order(height: int, width: int, window_size: int, shift: int, device: torch.device) -> torch.Tensor:
     """For each position of the windowed sequence (windows in row-major order, then the pixels of a window), the
     flat index of its source pixel in the image rolled by `-shift`: one gather does the roll and the partition."""
-    key = (height, width, window_size, shift, str(device))
-    if key not in _WINDOW_ORDERS:
-        rows = (torch.arange(height) + shift) % height
-        cols = (torch.arange(width) + shift) % width
-        flat = (rows[:, None] * width + cols[None, :]).view(height // window_size, window_size, -1, window_size)
-        _WINDOW_ORDERS[key] = flat.permute(0, 2, 1, 3).reshape(-1).to(device)
-    return _WINDOW_ORDERS[key]
+    return _window_order(height, width, window_size, shift, str(device))
+
+
+@functools.lru_cache(maxsize=WINDOW_ORDERS_KEPT)
+def _window_order(height: int, width: int, window_size: int, shift: int, device: str) -> torch.Tensor:
+    rows = (torch.arange(height) + shift) % height
+    cols = (torch.arange(width) + shift) % width
+    flat = (rows[:, None] * width + cols[None, :]).view(height // window_size, window_size, -1, window_size)
+    return flat.permute(0, 2, 1, 3).reshape(-1).to(device)
 
 
 def _version(tensor: torch.Tensor) -> int:
@@ -229,21 +244,28 @@ class SpaceToDepth(BandSource):
     """Downsizing's input: each 2x2 neighbourhood of (B, H, W, C) as the 4C channels of a (B, H / 2, W / 2, 4C)
     pixel, then LayerNorm."""
 
-    def __init__(self, x: torch.Tensor, norm: nn.Module):
+    def __init__(self, x: torch.Tensor, norm: nn.LayerNorm):
         self.like, self.norm = x, norm
         b, h, w, c = x.shape
         self.shape = (b, h // 2, w // 2, 4 * c)
 
     def rows(self, i: int, low: int, high: int) -> torch.Tensor:
-        return self.norm(space_to_depth_nhwc(self.like[i, 2 * low : 2 * high]))
+        norm = self.norm
+        return F.layer_norm(
+            space_to_depth_nhwc(self.like[i, 2 * low : 2 * high]),
+            norm.normalized_shape,
+            norm.weight,
+            norm.bias,
+            norm.eps,
+        )
 
 
-def mobivari_banded(mobivari, x: torch.Tensor | BandSource, pixels: int) -> torch.Tensor:
+def mobivari_banded(mobivari, x: torch.Tensor | BandSource) -> torch.Tensor:
     """MobiVari of (B, H, W, C_in) -> (B, H, W, C_out), band by band."""
     source = x if isinstance(x, BandSource) else TensorRows(x)
     b, height, width, _ = source.shape
     out = source.like.new_empty(b, height, width, mobivari.out_dim)
-    step, weights = band_rows(pixels, height, width), mobivari_weights(mobivari)
+    step, weights = band_rows(piece_pixels(), height, width), mobivari_weights(mobivari)
     for i in range(b):
         for top in range(0, height, step):
             bottom = min(top + step, height)
@@ -264,18 +286,19 @@ def _block_weights(block) -> dict:
         index = torch.arange(3 * block.num_heads * head_dim).view(block.num_heads, 3, head_dim)
         order = torch.cat([index[:heads].transpose(0, 1).reshape(-1), index[heads:].transpose(0, 1).reshape(-1)])
         weight, bias = block.qkv.weight.flatten(1).t()[:, order].contiguous(), block.qkv.bias
-        # the logit scale folded into q's normalisation factor, k's factor 1
-        factor = torch.ones(2 * heads, 1, dtype=weight.dtype, device=weight.device)
-        factor[:heads] = attention.logit_scales().view(heads, 1)
         weights = {
             "qkv": (weight, None if bias is None else bias[order].contiguous()),
-            "qk_factor": factor,
-            "position_bias": attention.relative_position_bias()[0],
-            "spatial_proj": pointwise(attention.proj),
             "fc1": pointwise(block.ffn.fc1),
             "fc2": pointwise(block.ffn.fc2),
             "mobivari": mobivari_weights(block.mobivari),
         }
+        if attention is not None:
+            # the logit scale folded into q's normalisation factor, k's factor 1
+            factor = torch.ones(2 * heads, 1, dtype=weight.dtype, device=weight.device)
+            factor[:heads] = attention.logit_scales().view(heads, 1)
+            weights["qk_factor"] = factor
+            weights["position_bias"] = attention.relative_position_bias()[0]
+            weights["spatial_proj"] = pointwise(attention.proj)
         if block.channel_attention is not None:
             weights["channel_scales"] = block.channel_attention.logit_scales().float()
             weights["channel_proj"] = pointwise(block.channel_attention.proj)
@@ -286,8 +309,9 @@ def _block_weights(block) -> dict:
 
 def block_banded(block, x: torch.Tensor, spatial_helper, channel_helper):
     """A D-RAMiT block in inference, (B, H, W, C) -> (output, SP-SA helper, CH-SA helper, mixed attention before the
-    norm). The helpers are what the next block takes from this one's outputs, already averaged: SP-SA's over its
-    channels (B, H, W, 1) and CH-SA's over its heads (B, H, W, head_dim); the previous block's, or None, come in.
+    norm), the contract of `RamitDRAMiTBlock.forward`. The helpers are what the next block takes from this one's
+    outputs, averaged: SP-SA's over its channels (B, H, W, 1) and CH-SA's over its heads (B, H, W, head_dim); the
+    previous block's, or None, come in.
     Only the output of a stage's last block (`ends_stage`) and its mixed attention are tensors of their own; the
     others live in the workspace."""
     x = x.contiguous()
@@ -299,10 +323,8 @@ def block_banded(block, x: torch.Tensor, spatial_helper, channel_helper):
     means = x.new_empty(b, height, width, 1 + block.head_dim)
     weights = _block_weights(block)
     for i in range(b):
-        sp = None if spatial_helper is None else spatial_helper[i].mean(dim=-1).reshape(-1)
-        ch = None
-        if channel_helper is not None:
-            ch = channel_helper[i].unflatten(-1, (-1, block.head_dim)).mean(dim=-2).reshape(-1, block.head_dim)
+        sp = None if spatial_helper is None else spatial_helper[i].reshape(-1)
+        ch = None if channel_helper is None else channel_helper[i].reshape(-1, block.head_dim)
         _attend(block, weights, x[i], sp, ch, both[i], means[i].view(height * width, -1))
         _mix_and_feed_forward(block, weights, x[i], both[i], mixed[i], out[i])
     return out, means[..., :1], means[..., 1:], mixed
@@ -315,13 +337,18 @@ def _attend(
     means for the next block's helpers into `means` (H * W, 1 + head_dim)."""
     attention = block.spatial_attention
     height, width, dim = x.shape
-    n, area, head_dim = height * width, attention.window_size**2, block.head_dim
+    n, head_dim = height * width, block.head_dim
     heads, channel_heads = block.num_spatial_heads, block.num_heads - block.num_spatial_heads
     sw, cw = heads * head_dim, channel_heads * head_dim
-    order = window_order(height, width, attention.window_size, attention.shift, x.device)
-    qk_factor, bias = weights["qk_factor"].to(x.dtype), weights["position_bias"].to(x.dtype)
-    proj_weight, proj_bias = weights["spatial_proj"]
-    piece = n if block.window_chunk <= 0 else block.window_chunk * area
+    if heads:
+        area = attention.window_size**2
+        order = window_order(height, width, attention.window_size, attention.shift, x.device)
+        qk_factor, bias = weights["qk_factor"].to(x.dtype), weights["position_bias"].to(x.dtype)
+        proj_weight, proj_bias = weights["spatial_proj"]
+    else:  # channel attention alone sums over the pixels in any order
+        area, order = 1, torch.arange(n, device=x.device)
+    pixels = piece_pixels()
+    piece = n if pixels <= 0 else max(area, pixels // area * area)
     flat, out = x.view(n, dim), both.view(n, dim)
     if channel_heads:
         gram = x.new_zeros(channel_heads, head_dim, head_dim, dtype=torch.float32)
@@ -331,21 +358,22 @@ def _attend(
         index = order[start : start + piece]
         rows = index.numel()
         qkv = linear(flat.index_select(0, index), weights["qkv"])
-        qk = qkv[:, : 2 * sw].view(rows, 2 * heads, head_dim)
-        qk.mul_(qk_factor / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min_(1e-12))
-        q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, 2 * sw : 3 * sw].view(rows, heads, head_dim)
-        if channel_helper is not None:
-            v.mul_(channel_helper.index_select(0, index).unsqueeze(1))
-        projected = None
-        for head in range(heads):
+        if heads:
+            qk = qkv[:, : 2 * sw].view(rows, 2 * heads, head_dim)
+            qk.mul_(qk_factor / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min_(1e-12))
+            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, 2 * sw : 3 * sw].view(rows, heads, head_dim)
+            if channel_helper is not None:
+                v.mul_(channel_helper.index_select(0, index).unsqueeze(1))
             windows = (rows // area, area, head_dim)
-            logits = torch.baddbmm(bias[head], q[:, head].view(windows), k[:, head].view(windows).transpose(1, 2))
-            o = torch.bmm(torch.softmax(logits, dim=-1), v[:, head].view(windows)).view(rows, head_dim)
-            part = proj_weight[head * head_dim : (head + 1) * head_dim]
-            projected = linear(o, (part, proj_bias)) if projected is None else projected.addmm_(o, part)
-        assert projected is not None  # blocks with no spatial head take the unbanded path
-        out[:, :sw].index_copy_(0, index, projected)
-        means[:, 0].index_copy_(0, index, projected.mean(dim=-1))
+            projected = None
+            for head in range(heads):
+                logits = torch.baddbmm(bias[head], q[:, head].view(windows), k[:, head].view(windows).transpose(1, 2))
+                o = torch.bmm(torch.softmax(logits, dim=-1), v[:, head].view(windows)).view(rows, head_dim)
+                part = proj_weight[head * head_dim : (head + 1) * head_dim]
+                projected = linear(o, (part, proj_bias)) if projected is None else projected.addmm_(o, part)
+            assert projected is not None
+            out[:, :sw].index_copy_(0, index, projected)
+            means[:, 0].index_copy_(0, index, projected.mean(dim=-1))
         if channel_heads:
             cq, ck = (qkv[:, 3 * sw + j * cw : 3 * sw + (j + 1) * cw].float().view(rows, -1, head_dim) for j in (0, 1))
             gram.baddbmm_(cq.permute(1, 2, 0), ck.transpose(0, 1))
@@ -374,7 +402,7 @@ def _mix_and_feed_forward(
     """out = y + LN2(FFN(y)) with y = x + LN1(MobiVari(both)), band by band; MobiVari's output kept in `mixed`."""
     height, width, dim = x.shape
     norm1, norm2, ffn = block.norm1, block.norm2, block.ffn
-    step = band_rows(block.piece_pixels, height, width)
+    step = band_rows(piece_pixels(), height, width)
     for top in range(0, height, step):
         bottom = min(top + step, height)
         m = mobivari_rows(block.mobivari, weights["mobivari"], both, top, bottom, out=mixed[top:bottom].view(-1, dim))

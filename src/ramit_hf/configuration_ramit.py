@@ -24,6 +24,8 @@ TASK_UPSCALE = {"sr-x2": 2, "sr-x3": 3, "sr-x4": 4}
 _TASKS_WITHOUT_HELPER = ("color-dn", "gray-dn", "derain")
 
 VARIANTS = ("RAMiT", "RAMiT-1", "RAMiT-slimSR", "RAMiT-slimLLE")
+# the computations of the same function (modeling_ramit's header says where "auto" picks each)
+COMPUTATIONS = ("faithful", "fused", "banded")
 _VARIANT_ARCHITECTURE = {
     "RAMiT": dict(embed_dim=64, depths=(6, 4, 4, 6), mobivari_version=2),
     "RAMiT-1": dict(embed_dim=64, depths=(6, 4, 4, 6), mobivari_version=1),
@@ -164,7 +166,8 @@ _FIELD_RULES = {
     "drop_path_rate": _number(0.0, 0.99),
     "task": _optional(_choice(*TASKS, named=True)),
     "variant": _optional(_choice(*VARIANTS, named=True)),
-    "attention_backend": _choice("faithful", "fused"),
+    "computation": _choice("auto", *COMPUTATIONS),
+    "banded_piece_windows": _integer(0, 1 << 20),
 }
 
 
@@ -242,12 +245,19 @@ class RamitConfig(PreTrainedConfig):
         variant (`str`, *optional*):
             The named architecture, one of `VARIANTS` (`RAMiT`, `RAMiT-1`, `RAMiT-slimSR`, `RAMiT-slimLLE`), for
             model cards; the architecture itself is given by the fields above.
-        attention_backend (`str`, defaults to `"fused"`):
-            How the network is computed. `"faithful"` follows the original code operation by operation, memory
-            layouts included (the golden tests pin it to the original's outputs). `"fused"` computes the same function
-            (to about 1e-5) with fewer memory passes: (B, H, W, C) tensors, 1x1 convolutions as matrix products, and
-            `scaled_dot_product_attention` with the cosine logit scale and the relative position bias folded in.
-            Switchable at any time with `model.set_attention_backend(...)`.
+        computation (`str`, defaults to `"auto"`):
+            How the network is computed; every computation gives the same function. `"faithful"` follows the original
+            code operation by operation, memory layouts included (the golden tests pin it to the original's outputs
+            at 1e-5). `"fused"` works on (B, H, W, C) tensors with 1x1 convolutions as matrix products and window
+            attention through `scaled_dot_product_attention`, a fixed number of operations per forward (to 1e-4).
+            `"banded"` computes each block a few thousand pixels at a time so intermediates stay in cache, for CPU
+            inference only. `"auto"` is resolved at every call: banded for CPU inference, fused for training,
+            autocast and every other device. `model.computation` says what the next call runs;
+            `model.set_computation(...)` changes it. Configurations saved with the earlier `attention_backend`
+            field load as `"faithful"` or `"auto"`.
+        banded_piece_windows (`int`, defaults to 64):
+            Windows per piece of the banded computation (64 windows of 8 x 8 pixels keep a piece's intermediates in
+            a core's cache); 0 computes whole images at once.
     """
 
     model_type = "ramit"
@@ -282,7 +292,8 @@ class RamitConfig(PreTrainedConfig):
         drop_path_rate: float = 0.0,
         task: str | None = None,
         variant: str | None = None,
-        attention_backend: str = "fused",
+        computation: str = "auto",
+        banded_piece_windows: int = 64,
         **kwargs,
     ):
         self.num_channels = num_channels
@@ -312,7 +323,11 @@ class RamitConfig(PreTrainedConfig):
         self.drop_path_rate = drop_path_rate
         self.task = task
         self.variant = variant
-        self.attention_backend = attention_backend
+        legacy = kwargs.pop("attention_backend", None)  # configurations saved before `computation` existed
+        if legacy is not None and computation == "auto":
+            computation = "faithful" if legacy == "faithful" else "auto"
+        self.computation = computation
+        self.banded_piece_windows = banded_piece_windows
         if type(self).__module__.split(".")[0] == "ramit_hf":
             # Saved folders name their pipeline for loaders without ramit_hf (trust_remote_code). Where ramit_hf is
             # installed, pipeline("image-restoration", ...) uses its registered pipeline without remote code.
@@ -393,4 +408,4 @@ class RamitConfig(PreTrainedConfig):
         return cls(**fields)
 
 
-__all__ = ["PRESETS", "TASKS", "TASK_STATS", "VARIANTS", "RamitConfig", "preset_name"]
+__all__ = ["COMPUTATIONS", "PRESETS", "TASKS", "TASK_STATS", "VARIANTS", "RamitConfig", "preset_name"]

@@ -12,7 +12,7 @@ import torch
 
 from .configuration_ramit import RamitConfig
 from .forward import model_placement, restore_whole
-from .modeling_ramit import RamitForImageRestoration
+from .modeling_ramit import RamitForImageRestoration, resolve_computation
 from .safe_files import DamagedFileError, UnsafeFileError, check_weight_files
 from .tiling import restore_tiled
 
@@ -165,40 +165,43 @@ def cpu_has_native_bfloat16() -> bool:
 
 @dataclass(frozen=True)
 class Compute:
-    """How a model computes: its precision and the computation of the fused path (`set_window_attention`), and why."""
+    """How a model restores images on a device: its precision, the computation its forward runs there
+    (`RamitConfig.computation`, resolved for inference), and why."""
 
     dtype: torch.dtype
-    window_attention: str
+    computation: str
     reason: str
 
     def apply(self, model: RamitForImageRestoration) -> RamitForImageRestoration:
-        """Put `model` in this precision (bfloat16: `to_bfloat16_body`) with this computation."""
+        """Put `model` in this precision (bfloat16: `to_bfloat16_body`); its computation follows from its config."""
         if self.dtype == torch.bfloat16:
             model.to_bfloat16_body()
         else:
             model.to(self.dtype)
-        model.set_window_attention(self.window_attention)
         return model
 
     def describe(self) -> str:
-        computation = "banded" if self.window_attention == "banded" else f"{self.window_attention} window attention"
-        return f"{str(self.dtype).removeprefix('torch.')}, {computation} ({self.reason})"
+        return f"{str(self.dtype).removeprefix('torch.')}, {self.computation} computation ({self.reason})"
 
 
-def choose_compute(device: str | torch.device = "cpu", dtype: str | torch.dtype | None = "auto") -> Compute:
-    """The fastest computation within the accuracy bounds of docs/performance.md on this machine.
+def choose_compute(
+    device: str | torch.device = "cpu", dtype: str | torch.dtype | None = "auto", computation: str = "auto"
+) -> Compute:
+    """The fastest precision within the accuracy bounds of docs/performance.md on this machine, and the computation
+    that `computation` (a model's `config.computation`) runs there in inference.
 
     `dtype="auto"`: bfloat16 on CPUs with native bfloat16 (relative L2 error under 1e-2, Set5 PSNR within 0.05 dB
     of float32), float32 elsewhere (GPUs included: bfloat16 there is not measured yet). Any other dtype is taken
     as asked. The CLI, the pipeline and the Space all decide through this function.
     """
+    runs = resolve_computation(computation, device, training=False)
     if dtype not in (None, "auto"):
-        return Compute(resolve_dtype(dtype), "banded", "as requested")
+        return Compute(resolve_dtype(dtype), runs, "as requested")
     if torch.device(device).type != "cpu":
-        return Compute(torch.float32, "banded", "auto: float32 on GPUs")
+        return Compute(torch.float32, runs, "auto: float32 on accelerators")
     if cpu_has_native_bfloat16():
-        return Compute(torch.bfloat16, "banded", "auto: this CPU has native bfloat16")
-    return Compute(torch.float32, "banded", "auto: no native bfloat16 on this CPU (AVX512-BF16/AMX), so float32")
+        return Compute(torch.bfloat16, runs, "auto: this CPU has native bfloat16")
+    return Compute(torch.float32, runs, "auto: no native bfloat16 on this CPU (AVX512-BF16/AMX), so float32")
 
 
 @torch.no_grad()

@@ -4,16 +4,21 @@ Modules are named after the paper: D-RAMiT blocks run windowed spatial self-atte
 self-attention (CH-SA) side by side, mix them with MobiVari, and an H-RAMi layer mixes the attention outputs of
 the four hierarchical stages.
 
-Two computations of the same function (`config.attention_backend`):
-- "faithful": (batch, channels, height, width) tensors, operation by operation as the original code, including its
-  memory layouts; the golden tests pin it to the original's outputs.
-- "fused": (batch, height, width, channels) tensors between the stem and the head, so that 1x1 convolutions are
-  matrix products, LayerNorm needs no transposes and window partitions move contiguous rows; attention runs through
-  `scaled_dot_product_attention` with the cosine logit scale and the relative position bias folded in. Inference
-  without gradients computes it piece by piece by default (`banded_ramit`; `set_window_attention` chooses).
+Three computations of the same function, named by `config.computation` and chosen once per forward call by
+`resolve_computation` (the one place that decides; `model.computation` says what the next call runs):
 
-The whole network is this one file, longer than the package's other modules, because it ships to the Hub as it is
-(`trust_remote_code`), the way transformers keeps each model in one `modeling_*.py`.
+- "faithful", (B, C, H, W) tensors: the original code operation by operation, memory layouts included (the golden
+  tests pin it to the original's outputs). "auto" never picks it: ask for it.
+- "fused", (B, H, W, C) tensors: 1x1 convolutions as matrix products, window attention through
+  `scaled_dot_product_attention`, a fixed number of operations per forward whatever the image size. "auto" picks it
+  for training, under autocast and on every device but the CPU.
+- "banded", (B, H, W, C) tensors: each D-RAMiT block and MobiVari a few thousand pixels at a time (`banded_ramit`),
+  so intermediates stay in a core's cache. Its operation count grows with the image, which a CPU does not pay for
+  and an accelerator does (a launch per operation). "auto" picks it for CPU inference.
+
+Each module takes the computation as an argument and dispatches once; no module keeps a computation of its own.
+The whole network is this file and `banded_ramit`, which ship to the Hub as they are (`trust_remote_code`), the way
+transformers keeps each model in its own `modeling_*.py`.
 """
 
 from __future__ import annotations
@@ -38,10 +43,9 @@ from .banded_ramit import (
     mobivari_banded,
     pixel_shuffle_nhwc,
     space_to_depth_nhwc,
-    window_order,
     workspace,
 )
-from .configuration_ramit import RamitConfig
+from .configuration_ramit import COMPUTATIONS, RamitConfig
 from .safe_files import check_weight_files
 
 # The original clamps the learnt logit scale of cosine attention at log(1 / 0.01).
@@ -97,58 +101,67 @@ def max_pool_nhwc(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(x.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
 
 
-class _LayoutAware(nn.Module):
-    """A module that runs on (B, C, H, W) tensors, or on (B, H, W, C) tensors when `channels_last` is set."""
+def resolve_computation(requested: str, device: torch.device | str, training: bool) -> str:
+    """The computation a forward call runs: `requested` (a `config.computation`) for inputs on `device`, with
+    `training` true when gradients are recorded, the model is in training mode or autocast is on for the device.
 
-    channels_last = False
-    # Fused-path inference: "banded" (blocks and MobiVari computed piece by piece, see banded_ramit), window attention
-    # on gathered windows over whole tensors ("bmm"), or scaled_dot_product_attention on partitioned windows
-    # ("sdpa"); `RamitPreTrainedModel.set_window_attention` switches.
-    window_attention = "banded"
-    # windows per batched product, and pixels per piece of the banded path (64 windows of 8 x 8)
-    window_chunk = 64
-    piece_pixels = 4096
-
-    @property
-    def reuses_buffers(self) -> bool:
-        """Fused-path inference may update fresh intermediate tensors in place: fewer large allocations, whose page
-        faults cost a CPU as much as the arithmetic."""
-        return self.channels_last and not self.training and not torch.is_grad_enabled()
-
-    def computes_banded(self, x: torch.Tensor) -> bool:
-        """Whether this call takes the banded path: fused-path inference, and no autocast (whose output dtypes the
-        banded path's in-place updates and shared buffers do not follow; the gathered-window path does)."""
-        return (
-            self.reuses_buffers and self.window_attention == "banded" and not torch.is_autocast_enabled(x.device.type)
+    "auto" gives "banded" for CPU inference and "fused" otherwise. "banded" asked for where it cannot run is an error
+    rather than a silent substitute: it computes inference only (in-place updates, no autograd, no autocast), and on an
+    accelerator its thousands of small operations per image would cost more in launches than in arithmetic."""
+    device_type = torch.device(device).type
+    if requested == "auto":
+        return "banded" if device_type == "cpu" and not training else "fused"
+    if requested not in COMPUTATIONS:
+        raise ValueError(f"unknown computation {requested!r}; choose one of {', '.join(('auto', *COMPUTATIONS))}")
+    if requested == "banded" and (training or device_type != "cpu"):
+        where = "training, autocast or gradients" if training else f"a {device_type} device"
+        raise ValueError(
+            f"the 'banded' computation is for CPU inference only, not {where}; use 'auto' (the default) or 'fused'"
         )
-
-    def apply_conv(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        return conv_nhwc(conv, x) if self.channels_last else conv(x)
-
-    def cat_channels(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(tensors, dim=-1 if self.channels_last else 1)
-
-    def pixel_shuffle(self, x: torch.Tensor, factor: int) -> torch.Tensor:
-        if self.channels_last:
-            return pixel_shuffle_nhwc(x, factor)
-        return F.pixel_shuffle(x, factor) if factor > 1 else x
+    return requested
 
 
-class RamitLayerNorm(nn.LayerNorm, _LayoutAware):
+def is_training_call(module: nn.Module, device: torch.device | str) -> bool:
+    """Whether a call of `module` now records gradients, trains or runs under autocast: what `resolve_computation`
+    asks as `training`."""
+    return module.training or torch.is_grad_enabled() or torch.is_autocast_enabled(torch.device(device).type)
+
+
+def channels_last(computation: str) -> bool:
+    """Whether a computation works on (B, H, W, C) tensors between the stem and the head (every one but faithful)."""
+    return computation != "faithful"
+
+
+def apply_conv(conv: nn.Conv2d, x: torch.Tensor, computation: str) -> torch.Tensor:
+    return conv_nhwc(conv, x) if channels_last(computation) else conv(x)
+
+
+def cat_channels(tensors: list[torch.Tensor], computation: str) -> torch.Tensor:
+    return torch.cat(tensors, dim=-1 if channels_last(computation) else 1)
+
+
+def pixel_shuffle(x: torch.Tensor, factor: int, computation: str) -> torch.Tensor:
+    if channels_last(computation):
+        return pixel_shuffle_nhwc(x, factor)
+    return F.pixel_shuffle(x, factor) if factor > 1 else x
+
+
+class RamitLayerNorm(nn.LayerNorm):
     """LayerNorm over the channels at every pixel."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
+    def forward(self, x: torch.Tensor, computation: str) -> torch.Tensor:  # type: ignore[override]
+        if channels_last(computation):
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
 
 
-class RamitSpatialSelfAttention(_LayoutAware):
+class RamitSpatialSelfAttention(nn.Module):
     """SP-SA: cosine self-attention inside (optionally shifted) windows, with a relative position bias.
 
     With the reciprocal helper, values are scaled by the previous block's CH-SA output averaged over its heads.
-    Shifted windows wrap around the border without a mask, as in the original.
+    Shifted windows wrap around the border without a mask, as in the original. The banded computation attends
+    inside `banded_ramit.block_banded` instead, from this module's weights.
     """
 
     def __init__(self, config: RamitConfig, head_dim: int, num_heads: int, shift: int):
@@ -172,21 +185,23 @@ class RamitSpatialSelfAttention(_LayoutAware):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(area, area, -1)
         return bias.permute(2, 0, 1).unsqueeze(0)
 
-    def forward(self, qkv: torch.Tensor, channel_helper: torch.Tensor | None = None) -> torch.Tensor:
-        """qkv: (B, heads, 3 * head_dim, H, W), or (B, H, W, heads, 3, head_dim) when channels_last;
-        channel_helper: the previous block's CH-SA output in the same layout, or None."""
-        if self.channels_last:
-            return self._forward_nhwc(qkv, channel_helper)
+    def forward(self, qkv: torch.Tensor, helper: torch.Tensor | None, computation: str) -> torch.Tensor:
+        """qkv: (B, heads, 3 * head_dim, H, W) for faithful, (B, H, W, heads, 3, head_dim) for fused;
+        helper: the previous block's CH-SA output averaged over its heads, (B, head_dim, H, W) or (B, H, W, head_dim),
+        or None. Returns the projected output in the same layout."""
+        if channels_last(computation):
+            return self._fused(qkv, helper)
+        return self._faithful(qkv, helper)
+
+    def _faithful(self, qkv: torch.Tensor, helper: torch.Tensor | None) -> torch.Tensor:
         height, width = qkv.shape[-2:]
         if self.shift:
             qkv = torch.roll(qkv, shifts=(-self.shift, -self.shift), dims=(-2, -1))
         q, k, v = window_partition(qkv, self.window_size).chunk(3, dim=-1)
-        if channel_helper is not None:
+        if helper is not None:
             if self.shift:
-                channel_helper = torch.roll(channel_helper, shifts=(-self.shift, -self.shift), dims=(-2, -1))
-            b, c = channel_helper.shape[:2]
-            helper = channel_helper.view(b, c // self.head_dim, self.head_dim, height, width)
-            v = v * window_partition(helper, self.window_size).mean(dim=1, keepdim=True)
+                helper = torch.roll(helper, shifts=(-self.shift, -self.shift), dims=(-2, -1))
+            v = v * window_partition(helper.unsqueeze(1), self.window_size)
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         attn = attn * self.logit_scales() + self.relative_position_bias()
         x = self.attn_drop(F.softmax(attn, dim=-1)) @ v
@@ -195,15 +210,14 @@ class RamitSpatialSelfAttention(_LayoutAware):
             x = torch.roll(x, shifts=(self.shift, self.shift), dims=(-2, -1))
         return x
 
-    def _forward_nhwc(self, qkv: torch.Tensor, channel_helper: torch.Tensor | None) -> torch.Tensor:
+    def _fused(self, qkv: torch.Tensor, helper: torch.Tensor | None) -> torch.Tensor:
         b, height, width, heads, _, head_dim = qkv.shape
         ws, shift = self.window_size, self.shift
         if shift:
             qkv = torch.roll(qkv, shifts=(-shift, -shift), dims=(1, 2))
         # one copy: (3, B * windows, heads, window area, head_dim), head_dim contiguous
         q, k, v = windows_nhwc(qkv, ws).permute(3, 0, 2, 1, 4).unbind(0)
-        if channel_helper is not None:
-            helper = channel_helper.view(b, height, width, -1, head_dim).mean(dim=3)
+        if helper is not None:
             if shift:
                 helper = torch.roll(helper, shifts=(-shift, -shift), dims=(1, 2))
             v = v * windows_nhwc(helper, ws).unsqueeze(1)
@@ -222,37 +236,6 @@ class RamitSpatialSelfAttention(_LayoutAware):
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         return x
 
-    def attend_windows(self, qkv: torch.Tensor, helper: torch.Tensor | None, chunk: int) -> torch.Tensor:
-        """Inference on pixels already in window order (see `window_order`): batched matrix products over `chunk`
-        windows at a time, so each chunk's attention matrices stay in cache; q and k are normalised with one norm
-        over both, with the logit scale folded into the factor of q.
-
-        qkv: (B, N, heads, 3, head_dim); helper: (B, N, head_dim) or None -> (B, N, heads * head_dim), projected."""
-        b, n, heads, _, head_dim = qkv.shape
-        area = self.window_size**2
-        windows = qkv.reshape(b * n // area, area, heads, 3, head_dim)
-        factor = torch.ones(2, 1, heads, 1, 1, dtype=qkv.dtype, device=qkv.device)
-        factor[0] = self.logit_scales().to(qkv.dtype)
-        bias = self.relative_position_bias()[0].to(qkv.dtype)
-        helper_windows = helper.view(-1, 1, area, head_dim) if helper is not None else None
-        if chunk == 0:  # one scaled_dot_product_attention call over all windows
-            part = windows.permute(3, 0, 2, 1, 4)
-            qk = part[:2]
-            qk = qk * (factor / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min_(1e-12))
-            v = part[2] if helper_windows is None else part[2] * helper_windows
-            x = F.scaled_dot_product_attention(qk[0], qk[1], v, attn_mask=bias, scale=1.0)
-            return conv_nhwc(self.proj, x.transpose(1, 2).reshape(b, n, heads * head_dim))
-        out = qkv.new_empty(windows.shape[0], area, heads, head_dim)
-        for start in range(0, windows.shape[0], chunk):
-            part = windows[start : start + chunk].permute(3, 0, 2, 1, 4)  # (3, windows, heads, area, head_dim)
-            qk = part[:2]
-            qk = qk * (factor / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min_(1e-12))
-            v = part[2].contiguous() if helper_windows is None else part[2] * helper_windows[start : start + chunk]
-            attn = torch.matmul(qk[0], qk[1].transpose(-2, -1)).add_(bias)
-            x = torch.matmul(torch.softmax(attn, dim=-1), v)
-            out[start : start + chunk].copy_(x.transpose(1, 2))
-        return conv_nhwc(self.proj, out.view(b, n, heads * head_dim))
-
 
 def windows_nhwc(x: torch.Tensor, window_size: int) -> torch.Tensor:
     """(B, H, W, *rest) -> (B * windows, window_size**2, *rest), windows in row-major order."""
@@ -262,7 +245,7 @@ def windows_nhwc(x: torch.Tensor, window_size: int) -> torch.Tensor:
     return x.reshape(-1, window_size * window_size, *rest)
 
 
-class RamitChannelSelfAttention(_LayoutAware):
+class RamitChannelSelfAttention(nn.Module):
     """CH-SA: cosine self-attention between the channels of each head over the whole image.
 
     With the reciprocal helper, values are scaled by the previous block's SP-SA output averaged over its channels.
@@ -280,50 +263,30 @@ class RamitChannelSelfAttention(_LayoutAware):
     def logit_scales(self) -> torch.Tensor:
         return cosine_logit_scale(self.logit_scale)
 
-    def forward(self, qkv: torch.Tensor, spatial_helper: torch.Tensor | None = None) -> torch.Tensor:
-        """qkv: (B, heads, 3 * head_dim, H, W), or (B, H, W, heads, 3, head_dim) when channels_last;
-        spatial_helper: the previous block's SP-SA output in the same layout, or None."""
-        if self.channels_last:
+    def forward(self, qkv: torch.Tensor, helper: torch.Tensor | None, computation: str) -> torch.Tensor:
+        """qkv: (B, heads, 3 * head_dim, H, W) for faithful, (B, H, W, heads, 3, head_dim) for fused;
+        helper: the previous block's SP-SA output averaged over its channels, (B, 1, H, W) or (B, H, W, 1), or None.
+        Returns the projected output in the same layout."""
+        nhwc = channels_last(computation)
+        if nhwc:
             b, height, width, heads, _, head_dim = qkv.shape
             # (B, heads, head_dim, H * W) views of q, k, v: no copy
             q, k, v = qkv.reshape(b, height * width, heads, 3, head_dim).permute(3, 0, 2, 4, 1).unbind(0)
-            if spatial_helper is not None:
-                v = v * spatial_helper.mean(dim=-1).view(b, 1, 1, height * width)
         else:
             b, heads, _, height, width = qkv.shape
             q, k, v = qkv.flatten(3).chunk(3, dim=2)
-            if spatial_helper is not None:
-                v = v * spatial_helper.mean(dim=1, keepdim=True).flatten(2).unsqueeze(1)
+        if helper is not None:
+            v = v * helper.reshape(b, 1, 1, height * width)
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         attn = self.attn_drop(F.softmax(attn * self.logit_scales(), dim=-1))
-        if self.channels_last:
+        if nhwc:
             x = (v.transpose(-2, -1) @ attn.transpose(-2, -1)).transpose(1, 2)
             return self.proj_drop(conv_nhwc(self.proj, x.reshape(b, height, width, heads * self.head_dim)))
         x = (attn @ v).reshape(b, heads * self.head_dim, height, width)
         return self.proj_drop(self.proj(x))
 
-    def attend_tokens(self, qkv: torch.Tensor, helper: torch.Tensor | None) -> torch.Tensor:
-        """Inference on pixels in any order (channel attention sums over all of them): the cosine similarities are
-        the plain products divided by the outer product of the norms, so q and k are never normalised in memory.
 
-        qkv: (B, N, heads, 3, head_dim); helper: (B, N) or None -> (B, N, heads * head_dim), projected."""
-        b, n, heads, _, head_dim = qkv.shape
-        q, k, v = qkv.permute(3, 0, 2, 4, 1).unbind(0)  # (B, heads, head_dim, N) views
-        if helper is not None:
-            v = v * helper.view(b, 1, 1, n)
-        # the logits in float32 whatever the dtype: a cosine rounded to bfloat16 and multiplied by a logit scale of up
-        # to 100 would be off by tenths, and the (heads, head_dim, head_dim) matrices cost nothing
-        q32, k32 = q.float(), k.float()
-        norms = (
-            torch.linalg.vector_norm(q32, dim=-1)[..., :, None] * torch.linalg.vector_norm(k32, dim=-1)[..., None, :]
-        )
-        attn = torch.matmul(q32, k32.transpose(-2, -1)).div_(norms.clamp_min_(1e-24))
-        attn = torch.softmax(attn.mul_(self.logit_scales().float()), dim=-1).to(qkv.dtype)
-        x = torch.matmul(v.transpose(-2, -1), attn.transpose(-2, -1)).transpose(1, 2)
-        return conv_nhwc(self.proj, x.reshape(b, n, heads * head_dim))
-
-
-class RamitMobiVari(_LayoutAware):
+class RamitMobiVari(nn.Module):
     """MobiVari: the MobileNet-style convolution that mixes features throughout RAMiT.
 
     Version 1: depthwise 3x3 (its input added after the activation), then pointwise. Version 2: grouped pointwise
@@ -349,36 +312,26 @@ class RamitMobiVari(_LayoutAware):
             self.dw_conv = nn.Conv2d(expand_dim, expand_dim, 3, 1, 1, groups=expand_dim)
             self.pw_conv = nn.Conv2d(expand_dim, self.out_dim, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.computes_banded(x):
-            return mobivari_banded(self, x, self.piece_pixels)
-        if self.reuses_buffers and isinstance(self.act, nn.LeakyReLU):
-            return self._forward_inplace(x)
+    def forward(self, x: torch.Tensor, computation: str) -> torch.Tensor:
+        if computation == "banded":
+            return mobivari_banded(self, x)
         if self.version == 1:
-            out = self.act(self.apply_conv(self.pw_conv, self.act(self.apply_conv(self.dw_conv, x)) + x))
+            out = self.act(
+                apply_conv(self.pw_conv, self.act(apply_conv(self.dw_conv, x, computation)) + x, computation)
+            )
         else:
-            expanded = self.act(self.apply_conv(self.exp_conv, x))
-            out = self.apply_conv(self.pw_conv, self.act(self.apply_conv(self.dw_conv, expanded) + expanded))
+            expanded = self.act(apply_conv(self.exp_conv, x, computation))
+            out = apply_conv(
+                self.pw_conv, self.act(apply_conv(self.dw_conv, expanded, computation) + expanded), computation
+            )
         return out + x if self.residual else out
-
-    def _forward_inplace(self, x: torch.Tensor) -> torch.Tensor:
-        def act(t: torch.Tensor) -> torch.Tensor:
-            return F.leaky_relu_(t, self.act.negative_slope)
-
-        if self.version == 1:
-            h = act(self.apply_conv(self.dw_conv, x)).add_(x)
-            out = act(self.apply_conv(self.pw_conv, h))
-        else:
-            e = act(self.apply_conv(self.exp_conv, x))
-            out = self.apply_conv(self.pw_conv, act(self.apply_conv(self.dw_conv, e).add_(e)))
-        return out.add_(x) if self.residual else out
 
 
 def _mobivari_activation(name: str) -> nn.Module:
     return nn.LeakyReLU() if name == "leaky_relu" else ACT2FN[name]
 
 
-class RamitFeedForward(_LayoutAware):
+class RamitFeedForward(nn.Module):
     def __init__(self, config: RamitConfig):
         super().__init__()
         hidden = int(config.embed_dim * config.mlp_ratio)
@@ -386,23 +339,33 @@ class RamitFeedForward(_LayoutAware):
         self.act = ACT2FN[config.hidden_act]
         self.fc2 = nn.Conv2d(hidden, config.embed_dim, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.apply_conv(self.fc2, self.act(self.apply_conv(self.fc1, x)))
+    def forward(self, x: torch.Tensor, computation: str) -> torch.Tensor:
+        return apply_conv(self.fc2, self.act(apply_conv(self.fc1, x, computation)), computation)
 
 
-class RamitDRAMiTBlock(GradientCheckpointingLayer, _LayoutAware):
+class RamitDRAMiTBlock(GradientCheckpointingLayer):
     """D-RAMiT block: SP-SA and CH-SA on one shared qkv projection, mixed by MobiVari, then a feed-forward network.
 
     Both sub-layers are post-normalised: x + LN(MobiVari([SP-SA, CH-SA])) and then y + LN(FFN(y)).
     """
 
-    def __init__(self, config: RamitConfig, num_heads: int, num_channel_heads: int, shift: int, drop_path_rate: float):
+    def __init__(
+        self,
+        config: RamitConfig,
+        num_heads: int,
+        num_channel_heads: int,
+        shift: int,
+        drop_path_rate: float,
+        ends_stage: bool,
+    ):
         super().__init__()
         dim = config.embed_dim
         head_dim = dim // num_heads
         self.num_heads = num_heads
         self.num_spatial_heads = num_heads - num_channel_heads
         self.head_dim = head_dim
+        # the reciprocal helper needs both kinds of heads
+        self.gives_helpers = config.reciprocal_helper and 0 < num_channel_heads < num_heads
         self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=config.qkv_bias)
         self.spatial_attention = (
             RamitSpatialSelfAttention(config, head_dim, self.num_spatial_heads, shift)
@@ -417,16 +380,19 @@ class RamitDRAMiTBlock(GradientCheckpointingLayer, _LayoutAware):
         self.ffn = RamitFeedForward(config)
         self.norm2 = RamitLayerNorm(dim, eps=config.layer_norm_eps)
         self.drop_path_rate = drop_path_rate
-        self.ends_stage = False  # the banded path gives only a stage's last block an output tensor of its own
+        self.ends_stage = ends_stage  # the banded computation gives only a stage's last block an output of its own
 
-    def forward(self, x, spatial_helper=None, channel_helper=None):
-        """Returns (output, SP-SA output, CH-SA output, mixed attention before the norm)."""
-        if self.reuses_buffers and self.spatial_attention is not None and self.window_attention != "sdpa":
-            if self.computes_banded(x):
-                return block_banded(self, x, spatial_helper, channel_helper)
-            return self._forward_windowed(x, spatial_helper, channel_helper)
-        split = self.num_spatial_heads
-        if self.channels_last:
+    def forward(self, x, spatial_helper, channel_helper, computation: str):
+        """Returns (output, SP-SA helper, CH-SA helper, mixed attention before the norm) in every computation.
+
+        The helpers are what the next block takes from this one (None where the stage has no reciprocal helper):
+        the SP-SA output averaged over its channels, (B, 1, H, W) or (B, H, W, 1), and the CH-SA output averaged over
+        its heads, (B, head_dim, H, W) or (B, H, W, head_dim)."""
+        if computation == "banded":
+            out, spatial, channel, mixed = block_banded(self, x, spatial_helper, channel_helper)
+            return (out, spatial, channel, mixed) if self.gives_helpers else (out, None, None, mixed)
+        split, nhwc = self.num_spatial_heads, channels_last(computation)
+        if nhwc:
             b, h, w, _ = x.shape
             qkv = conv_nhwc(self.qkv, x).view(b, h, w, self.num_heads, 3, self.head_dim)
             spatial_qkv, channel_qkv, empty = qkv[:, :, :, :split], qkv[:, :, :, split:], x[..., :0]
@@ -434,47 +400,23 @@ class RamitDRAMiTBlock(GradientCheckpointingLayer, _LayoutAware):
             b, _, h, w = x.shape
             qkv = self.qkv(x).view(b, self.num_heads, 3 * self.head_dim, h, w)
             spatial_qkv, channel_qkv, empty = qkv[:, :split], qkv[:, split:], x[:, :0]
-        has_spatial, has_channel = self.spatial_attention is not None, self.channel_attention is not None
-        spatial = self.spatial_attention(spatial_qkv, channel_helper) if has_spatial else empty
-        channel = self.channel_attention(channel_qkv, spatial_helper) if has_channel else empty
-        mixed = self.mobivari(self.cat_channels([spatial, channel]))
+        spatial = empty
+        if self.spatial_attention is not None:
+            spatial = self.spatial_attention(spatial_qkv, channel_helper, computation)
+        channel = empty
+        if self.channel_attention is not None:
+            channel = self.channel_attention(channel_qkv, spatial_helper, computation)
+        mixed = self.mobivari(cat_channels([spatial, channel], computation), computation)
         # normalised branch first, as the original: on (B, C, H, W) input the sum then takes the LayerNorm output's
         # memory layout, and the original's float results depend on the convolution kernels that layout selects
-        if self.reuses_buffers:
-            x = self.norm1(mixed).add_(x)
-            return self.norm2(self.ffn(x)).add_(x), spatial, channel, mixed
-        x = drop_path(self.norm1(mixed), self.drop_path_rate, self.training) + x
-        x = drop_path(self.norm2(self.ffn(x)), self.drop_path_rate, self.training) + x
-        return x, spatial, channel, mixed
-
-    def _forward_windowed(self, x, spatial_helper, channel_helper):
-        """Inference in (B, H, W, C): one gather puts the pixels in (shifted) window order before the qkv projection
-        (a 1x1 convolution commutes with moving pixels, and channel attention sums over all pixels in any order), and
-        one scatter per branch writes the attention outputs back in image order, side by side, for MobiVari."""
-        b, h, w, c = x.shape
-        attention = self.spatial_attention
-        order = window_order(h, w, attention.window_size, attention.shift, x.device)
-        qkv = conv_nhwc(self.qkv, x.reshape(b, h * w, c).index_select(1, order))
-        qkv = qkv.view(b, h * w, self.num_heads, 3, self.head_dim)
-        split, spatial_width = self.num_spatial_heads, self.num_spatial_heads * self.head_dim
-        helper = None
-        if channel_helper is not None:
-            helper = channel_helper.reshape(b, h * w, -1, self.head_dim).mean(dim=2).index_select(1, order)
-        both = x.new_empty(b, h * w, c)
-        both[..., :spatial_width].index_copy_(
-            1, order, attention.attend_windows(qkv[:, :, :split], helper, self.window_chunk).to(both.dtype)
-        )
-        if self.channel_attention is not None:
-            helper = None
-            if spatial_helper is not None:
-                helper = spatial_helper.reshape(b, h * w, -1).mean(dim=-1).index_select(1, order)
-            both[..., spatial_width:].index_copy_(
-                1, order, self.channel_attention.attend_tokens(qkv[:, :, split:], helper).to(both.dtype)
-            )
-        both = both.view(b, h, w, c)
-        mixed = self.mobivari(both)
-        x = self.norm1(mixed).add_(x)
-        return self.norm2(self.ffn(x)).add_(x), both[..., :spatial_width], both[..., spatial_width:], mixed
+        x = drop_path(self.norm1(mixed, computation), self.drop_path_rate, self.training) + x
+        x = drop_path(self.norm2(self.ffn(x, computation), computation), self.drop_path_rate, self.training) + x
+        if not self.gives_helpers:
+            return x, None, None, mixed
+        # shapes from x's own (b, h, w): an ONNX trace keeps them symbolic
+        if nhwc:
+            return x, spatial.mean(dim=-1, keepdim=True), channel.view(b, h, w, -1, self.head_dim).mean(3), mixed
+        return x, spatial.mean(dim=1, keepdim=True), channel.view(b, -1, self.head_dim, h, w).mean(1), mixed
 
 
 class RamitStage(nn.Module):
@@ -482,32 +424,28 @@ class RamitStage(nn.Module):
 
     def __init__(self, config: RamitConfig, stage: int):
         super().__init__()
-        num_heads = config.num_heads[stage]
-        num_channel_heads = config.num_channel_heads[stage]
-        self.use_helper = config.reciprocal_helper and 0 < num_channel_heads < num_heads
+        depth = config.depths[stage]
         self.blocks = nn.ModuleList(
             RamitDRAMiTBlock(
                 config,
-                num_heads,
-                num_channel_heads,
+                config.num_heads[stage],
+                config.num_channel_heads[stage],
                 shift=0 if index % 2 == 0 else config.window_size // 2,
                 drop_path_rate=config.drop_path_rate,
+                ends_stage=index == depth - 1,
             )
-            for index in range(config.depths[stage])
+            for index in range(depth)
         )
-        self.blocks[-1].ends_stage = True
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, computation: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the stage output and the last block's mixed attention (the input of H-RAMi)."""
         spatial = channel = None
         for block in self.blocks:
-            x, spatial, channel, mixed = block(x, spatial, channel)
-            if not self.use_helper:
-                spatial = channel = None
+            x, spatial, channel, mixed = block(x, spatial, channel, computation)
         return x, mixed
 
 
-class RamitDownsizing(_LayoutAware):
+class RamitDownsizing(nn.Module):
     """Halves the resolution: 2x2 neighbourhoods to channels (4C), LayerNorm, then MobiVari back to C."""
 
     def __init__(self, config: RamitConfig):
@@ -516,28 +454,29 @@ class RamitDownsizing(_LayoutAware):
         self.norm = RamitLayerNorm(4 * dim, eps=config.layer_norm_eps)
         self.reduction = RamitMobiVari(config, 4 * dim, out_dim=dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.computes_banded(x):
-            return mobivari_banded(self.reduction, SpaceToDepth(x, self.norm), self.piece_pixels)
-        if self.channels_last:
+    def forward(self, x: torch.Tensor, computation: str) -> torch.Tensor:
+        if computation == "banded":
+            return mobivari_banded(self.reduction, SpaceToDepth(x, self.norm))
+        if channels_last(computation):
             x = space_to_depth_nhwc(x)
         else:
             x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]], dim=1)
-        return self.reduction(self.norm(x))
+        return self.reduction(self.norm(x, computation), computation)
 
 
-class _Fusion(_LayoutAware):
+class _Fusion(nn.Module):
     """Bottleneck and H-RAMi: MobiVari over the channel concatenation of features from several resolutions, each
     brought to full resolution by pixel shuffle."""
 
     mobivari: RamitMobiVari
 
-    def mix(self, parts: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
+    def mix(self, parts: list[tuple[torch.Tensor, int]], computation: str) -> torch.Tensor:
         """MobiVari of the concatenation of `parts`, (tensor, pixel-shuffle factor) pairs; banded, it reads the
         concatenation a band of rows at a time instead of materialising it."""
-        if self.computes_banded(parts[0][0]):
-            return mobivari_banded(self.mobivari, ShuffledConcat(parts), self.piece_pixels)
-        return self.mobivari(self.cat_channels([self.pixel_shuffle(t, factor) for t, factor in parts]))
+        if computation == "banded":
+            return mobivari_banded(self.mobivari, ShuffledConcat(parts))
+        shuffled = [pixel_shuffle(t, factor, computation) for t, factor in parts]
+        return self.mobivari(cat_channels(shuffled, computation), computation)
 
 
 class RamitBottleneck(_Fusion):
@@ -554,14 +493,14 @@ class RamitBottleneck(_Fusion):
         self.mobivari = RamitMobiVari(config, cat_dim, dim, config.fusion_expansion_factor, config.fusion_expand_groups)
         self.norm = RamitLayerNorm(dim, eps=config.layer_norm_eps)
 
-    def forward(self, shallow: torch.Tensor, stage_outputs: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, shallow: torch.Tensor, stage_outputs: list[torch.Tensor], computation: str) -> torch.Tensor:
         parts = []
         pooled = shallow
         for level, stage_output in enumerate(stage_outputs):
             if level:
-                pooled = max_pool_nhwc(pooled) if self.channels_last else F.max_pool2d(pooled, 2)
+                pooled = max_pool_nhwc(pooled) if channels_last(computation) else F.max_pool2d(pooled, 2)
             parts.append((stage_output + F.leaky_relu(pooled), 2**level))
-        return self.norm(self.mix(parts))
+        return self.norm(self.mix(parts, computation), computation)
 
 
 class RamitHRAMi(_Fusion):
@@ -573,12 +512,12 @@ class RamitHRAMi(_Fusion):
         in_dim = dim + dim // 4 + dim // 16 + dim
         self.mobivari = RamitMobiVari(config, in_dim, dim, config.fusion_expansion_factor, config.fusion_expand_groups)
 
-    def forward(self, attention_maps: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, attention_maps: list[torch.Tensor], computation: str) -> torch.Tensor:
         *encoder_maps, last = attention_maps
-        return self.mix([*((attn, 2**level) for level, attn in enumerate(encoder_maps)), (last, 1)])
+        return self.mix([*((attn, 2**level) for level, attn in enumerate(encoder_maps)), (last, 1)], computation)
 
 
-class RamitReconstruction(_LayoutAware):
+class RamitReconstruction(nn.Module):
     """MobiVari layers, a 3x3 conv to out_channels * upscale**2, pixel shuffle, and a final 3x3 conv."""
 
     def __init__(self, config: RamitConfig):
@@ -589,15 +528,13 @@ class RamitReconstruction(_LayoutAware):
         self.upscale = upscale
         self.final_conv = nn.Conv2d(out_chans, out_chans, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Features (in the module's layout) -> the image, always (B, C, H, W)."""
+    def forward(self, x: torch.Tensor, computation: str) -> torch.Tensor:
+        """Features (in the computation's layout) -> the image, always (B, C, H, W)."""
         for layer in self.mobivari:
-            x = layer(x.to(next(layer.parameters()).dtype))
-        x = self.pixel_shuffle(self.apply_conv(self.conv, x.to(self.conv.weight.dtype)), self.upscale)
-        return self.final_conv(x.permute(0, 3, 1, 2) if self.channels_last else x)
-
-
-WINDOW_ATTENTION_KINDS = ("banded", "bmm", "sdpa")
+            x = layer(x.to(next(layer.parameters()).dtype), computation)
+        x = apply_conv(self.conv, x.to(self.conv.weight.dtype), computation)
+        x = pixel_shuffle(x, self.upscale, computation)
+        return self.final_conv(x.permute(0, 3, 1, 2) if channels_last(computation) else x)
 
 
 class RamitPreTrainedModel(PreTrainedModel):
@@ -629,10 +566,6 @@ class RamitPreTrainedModel(PreTrainedModel):
         elif isinstance(module, RamitModel):
             init.copy_(module.image_mean, _channel_stats(module.config.image_mean))
             init.copy_(module.image_std, _channel_stats(module.config.image_std))
-
-    def post_init(self):
-        super().post_init()
-        self.set_attention_backend(self.config.attention_backend)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, strict_weights: bool = True, **kwargs):
@@ -672,14 +605,17 @@ class RamitPreTrainedModel(PreTrainedModel):
                 )
         return (model, info) if want_info else model
 
-    def set_attention_backend(self, backend: str) -> None:
-        """Switch between the `"faithful"` and `"fused"` computations (see `RamitConfig.attention_backend`)."""
-        if backend not in ("faithful", "fused"):
-            raise ValueError(f"attention backend must be 'faithful' or 'fused', got {backend!r}")
-        self.config.attention_backend = backend
-        for module in self.modules():
-            if isinstance(module, _LayoutAware):
-                module.channels_last = backend == "fused"
+    @property
+    def computation(self) -> str:
+        """The computation the next forward call runs for inputs on the model's device, under the current grad mode,
+        training mode and autocast (see `resolve_computation`)."""
+        return resolve_computation(self.config.computation, self.device, is_training_call(self, self.device))
+
+    def set_computation(self, computation: str) -> None:
+        """Choose the computation (`RamitConfig.computation`): "auto", "faithful", "fused" or "banded"."""
+        if computation not in ("auto", *COMPUTATIONS):
+            raise ValueError(f"unknown computation {computation!r}; choose one of {', '.join(('auto', *COMPUTATIONS))}")
+        self.config.computation = computation
 
     def to_bfloat16_body(self):
         """bfloat16 weights and activations everywhere except the first convolution, the global skip and the last two
@@ -696,23 +632,6 @@ class RamitPreTrainedModel(PreTrainedModel):
             head.final_conv.float()
         return self
 
-    def set_window_attention(self, kind: str, chunk: int | None = None) -> None:
-        """How fused-path inference computes: `"banded"` (the default: each D-RAMiT block and each MobiVari piece by
-        piece, `chunk` windows or as many pixels at a time, see `banded_ramit`), `"bmm"` (window attention as
-        batched products over `chunk` gathered windows at a time, other layers on whole tensors) or `"sdpa"`
-        (scaled_dot_product_attention on partitioned windows). `chunk=0`: whole tensors. Training and the faithful
-        path are unaffected."""
-        if kind not in WINDOW_ATTENTION_KINDS:
-            raise ValueError(f"window attention must be 'banded', 'bmm' or 'sdpa', got {kind!r}")
-        if chunk is not None and chunk < 0:
-            raise ValueError(f"chunk must be a number of windows (0: all at once), got {chunk!r}")
-        for module in self.modules():
-            if isinstance(module, _LayoutAware):
-                module.window_attention = kind
-                if chunk is not None:
-                    module.window_chunk = chunk
-                    module.piece_pixels = chunk * self.config.window_size**2
-
 
 class RamitWeightsError(ValueError):
     """Weights that do not fit the model's configuration; the message names the keys."""
@@ -727,7 +646,7 @@ def _channel_stats(values) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
 
-class RamitModel(RamitPreTrainedModel, _LayoutAware):
+class RamitModel(RamitPreTrainedModel):
     """The RAMiT body: input padding and normalisation, shallow conv, four stages, Bottleneck and H-RAMi.
 
     Returns the features fed to the Reconstruction head (stage 4 modulated by H-RAMi, plus the shallow features),
@@ -759,44 +678,50 @@ class RamitModel(RamitPreTrainedModel, _LayoutAware):
             x = (x - self.image_mean.to(x.dtype)) / self.image_std.to(x.dtype)
         return x
 
-    def _stages(self, body: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    def _stages(self, body: torch.Tensor, computation: str) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Stages 1-3 (the encoder), the Bottleneck, stage 4 and H-RAMi -> (encoder outputs, stage 4 output,
         H-RAMi's modulation map)."""
         encoder_outputs, attention_maps = [], []
         hidden = body
         for level, stage in enumerate(self.stages[:-1]):
             if level:
-                hidden = self.downsizings[level - 1](hidden)
-            hidden, attention = stage(hidden)
+                hidden = self.downsizings[level - 1](hidden, computation)
+            hidden, attention = stage(hidden, computation)
             encoder_outputs.append(hidden)
             attention_maps.append(attention)
-        last, attention = self.stages[-1](self.bottleneck(body, encoder_outputs))
+        last, attention = self.stages[-1](self.bottleneck(body, encoder_outputs, computation), computation)
         attention_maps.append(attention)
-        return encoder_outputs, last, self.hrami(attention_maps)
+        return encoder_outputs, last, self.hrami(attention_maps, computation)
 
     def forward(
         self,
         pixel_values: torch.Tensor,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        computation: str | None = None,
     ) -> BaseModelOutput | tuple:
+        """`computation`: a resolved computation from the caller (the restoration model); by default the one
+        `config.computation` gives for this call."""
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if computation is None:
+            device = pixel_values.device
+            computation = resolve_computation(self.config.computation, device, is_training_call(self, device))
         x = self.pad_and_normalize(pixel_values)
 
         shallow = self.shallow(x.to(self.shallow.weight.dtype))
-        if self.channels_last:
+        if channels_last(computation):
             shallow = shallow.permute(0, 2, 3, 1).contiguous()
         # the body may run in a lower precision than the stem and the global skip (see `to_bfloat16_body`)
         body = shallow.to(next(self.stages.parameters()).dtype)
-        with workspace():
-            encoder_outputs, last, modulation = self._stages(body)
+        with workspace(self.config.banded_piece_windows * self.config.window_size**2):
+            encoder_outputs, last, modulation = self._stages(body, computation)
         features = (last * modulation).to(shallow.dtype) + shallow
 
         hidden_states = (shallow, *encoder_outputs, last) if output_hidden_states else None
-        if self.channels_last:  # the outputs are (B, C, H, W) views either way
+        if channels_last(computation):  # the outputs are (B, C, H, W) views either way
             features = features.permute(0, 3, 1, 2)
             hidden_states = tuple(h.permute(0, 3, 1, 2) for h in hidden_states) if hidden_states else None
         if not return_dict:
@@ -826,9 +751,13 @@ class RamitForImageRestoration(RamitPreTrainedModel):
     ) -> ImageSuperResolutionOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         height, width = pixel_values.shape[-2:]
-        outputs = self.ramit(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+        device = pixel_values.device
+        computation = resolve_computation(self.config.computation, device, is_training_call(self, device))
+        outputs = self.ramit(
+            pixel_values, output_hidden_states=output_hidden_states, return_dict=True, computation=computation
+        )
         features = outputs.last_hidden_state
-        out = self.reconstruction(features.permute(0, 2, 3, 1) if self.reconstruction.channels_last else features)
+        out = self.reconstruction(features.permute(0, 2, 3, 1) if channels_last(computation) else features, computation)
         if self.config.upscale == 1:
             out = out + self.ramit.pad_and_normalize(pixel_values).to(out.dtype)
         if self.config.normalize_input:
@@ -851,4 +780,4 @@ class RamitForImageRestoration(RamitPreTrainedModel):
         return ImageSuperResolutionOutput(loss=loss, reconstruction=reconstruction, hidden_states=outputs.hidden_states)
 
 
-__all__ = ["RamitForImageRestoration", "RamitModel", "RamitPreTrainedModel", "RamitWeightsError"]
+__all__ = ["RamitForImageRestoration", "RamitModel", "RamitPreTrainedModel", "RamitWeightsError", "resolve_computation"]

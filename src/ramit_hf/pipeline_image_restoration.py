@@ -64,10 +64,11 @@ class ImageRestorationPipeline(Pipeline):
         timeout (`float`, defaults to 10): seconds to wait for a URL.
 
     `device` and `dtype` (`torch.float32`, `torch.bfloat16`; `torch.float16` for GPUs) are the usual pipeline
-    arguments. `precision="auto"` instead picks the fastest computation within the accuracy bounds for the device
+    arguments. `precision="auto"` instead picks the fastest precision within the accuracy bounds for the device
     (`ramit_hf.inference.choose_compute`: bfloat16 on CPUs with native bfloat16, else float32); `pipe.compute`
-    says which. Images and outputs stay on the CPU; only the model's input (or one batch of tiles) is moved to the
-    device, so a large image never has to fit on the accelerator.
+    says which, and which computation the model runs there (`RamitConfig.computation`). Images and outputs stay
+    on the CPU; only the model's input (or one batch of tiles) is moved to the device, so a large image never has to
+    fit on the accelerator.
     """
 
     _load_processor = False
@@ -95,10 +96,11 @@ class ImageRestorationPipeline(Pipeline):
             dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
             if self.model.dtype != dtype:
                 self.model.to(dtype)
-        # precision="auto" (or a dtype name): the computation `inference.choose_compute` picks for this device
+        # precision="auto" (or a dtype name): the precision `inference.choose_compute` picks for this device, and the
+        # computation the model's config runs there
         self.compute = None
         if precision is not None:
-            self.compute = choose_compute(self.device, precision)
+            self.compute = choose_compute(self.device, precision, self.model.config.computation)
             self.compute.apply(self.model)  # type: ignore[arg-type]
         self.model.eval()
 

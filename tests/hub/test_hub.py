@@ -132,7 +132,7 @@ def test_card_metadata_and_sections():
 def test_complexity_counts_matmuls_and_convolutions_like_a_real_forward():
     from torch.utils.flop_counter import FlopCounterMode
 
-    config = small_config(attention_backend="faithful")  # explicit matmuls: what the counter counts on any device
+    config = small_config(computation="faithful")  # explicit matmuls: what the counter counts on any device
     measured = measure_complexity(small_config(), input_size=(40, 50))
     assert measured.padded_size == (64, 64) and measured.output_size == (80, 100)
     assert measured.macs * 2 == measured.flops

@@ -45,6 +45,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="torch",
         help="torch (default), or onnxruntime for an .onnx file from `ramit export` (CPU; --dtype must be the graph's)",
     )
+    parser.add_argument(
+        "--computation",
+        choices=("auto", "faithful", "fused", "banded"),
+        default="auto",
+        help="how the network is computed (the same function): auto (default) runs banded for CPU inference and fused "
+        "on accelerators; faithful follows the original code operation by operation (docs/performance.md)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=1, help="images of the same size restored together")
     parser.add_argument(
         "--bit-depth",
@@ -272,8 +279,10 @@ def _build_pipeline(args, local_rank: int):
         raise ValueError(f"{args.model} is a {model.config.task} model, not {args.task}")
     processor = processor_for(model.config)
     pipe = ImageRestorationPipeline(model=model, image_processor=processor, device=torch.device(device))
-    pipe.compute = None if args.runtime == "onnxruntime" else choose_compute(device, args.dtype)
-    if pipe.compute is not None:
+    pipe.compute = None
+    if args.runtime != "onnxruntime":
+        model.set_computation(args.computation)
+        pipe.compute = choose_compute(device, args.dtype, args.computation)
         pipe.compute.apply(pipe.model)
     return pipe
 

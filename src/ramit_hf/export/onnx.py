@@ -143,10 +143,9 @@ def export_onnx(
     if not isinstance(source, torch.nn.Module):
         raise ValueError(f"{model} is already an ONNX graph; export a PyTorch model (folder, Hub id or .pth)")
     reference = copy.deepcopy(source).to("cpu", torch.float32).eval()
-    reference.set_attention_backend("fused")  # the computation the graph is traced from
-    # windows by roll and reshape: the gathered-window kernel ("bmm") indexes pixels with tensors of the traced size,
-    # which a trace would freeze into the graph
-    reference.set_window_attention("sdpa")
+    # traced from the fused computation: a fixed graph for any size (the banded one's pieces and gathers would freeze
+    # the traced size into the graph)
+    reference.set_computation("fused")
     data = _export_bytes(reference, dtype, opset)
     proto = _with_metadata(data, build_metadata(reference.config, dtype, opset))
     data = proto.SerializeToString()

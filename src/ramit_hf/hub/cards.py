@@ -394,7 +394,7 @@ def _results_section(results, task) -> str:
                 r.environment.get("torch"),
                 r.environment.get("device"),
                 r.environment.get("dtype"),
-                r.environment.get("attention_backend"),
+                r.environment.get("computation", r.environment.get("attention_backend")),
             )
             for r in results
         },

@@ -54,7 +54,7 @@ def measure_complexity(config: RamitConfig, input_size: tuple[int, int] | None =
     # The faithful path computes attention with explicit matmuls, which the counter sees on every device (the fused
     # path's SDPA kernels are not all counted, e.g. not the CPU flash kernel); both compute the same function.
     config = copy.deepcopy(config)
-    config.attention_backend = "faithful"
+    config.computation = "faithful"
     with torch.device("meta"):
         model = RamitForImageRestoration(config).eval()
         pixel_values = torch.empty(1, config.num_channels, height, width)

@@ -15,6 +15,7 @@ import torch
 
 from ..image_io import save_image
 from ..inference import restore_tensor
+from ..modeling_ramit import resolve_computation
 from .metrics import psnr, ssim, to_uint8
 from .results import EvaluationResult, ImageResult
 from .samples import TestSet
@@ -46,8 +47,14 @@ def _environment(model) -> dict:
         "platform": platform.platform(terse=True),
         "device": str(parameter.device),
         "dtype": str(parameter.dtype).removeprefix("torch."),
-        "attention_backend": getattr(model.config, "attention_backend", None),
+        "computation": _computation(model, parameter.device),
     }
+
+
+def _computation(model, device: torch.device) -> str | None:
+    """The computation the model's restorations ran (inference on `device`); None for an ONNX graph."""
+    requested = getattr(model.config, "computation", None)
+    return None if requested is None else resolve_computation(requested, device, training=False)
 
 
 def _check_fits(model, test_set: TestSet) -> None:

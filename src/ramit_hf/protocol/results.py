@@ -47,7 +47,7 @@ class EvaluationResult:
                      noise, quantization, padding, tile_size, tile_overlap
         mean:        psnr (dB), ssim (arithmetic means over the images)
         images:      [{name, psnr, ssim, input_size [h, w], output_size [h, w]}, ...] in test-set order
-        environment: ramit_hf, torch, transformers, numpy, python, platform, device, dtype, attention_backend
+        environment: ramit_hf, torch, transformers, numpy, python, platform, device, dtype, computation
         date:        ISO 8601 UTC time the run finished
         elapsed_s:   wall time of the run in seconds
 

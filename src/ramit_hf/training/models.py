@@ -42,8 +42,8 @@ def model_config(recipe: Recipe, base: RamitConfig | None = None) -> RamitConfig
             f"{', '.join(_CONFIG_FIELDS)}"
         )
     fields.update(recipe.model)
-    if recipe.attention_backend is not None:
-        fields["attention_backend"] = recipe.attention_backend
+    if recipe.computation is not None:
+        fields["computation"] = recipe.computation
     try:
         return RamitConfig(**fields)
     except ValueError as error:

@@ -121,7 +121,9 @@ class Recipe:
     bf16: bool = _field(False, "bool", "bfloat16 autocast")
     torch_compile: bool = _field(False, "bool", "compile the model with torch.compile")
     gradient_checkpointing: bool = _field(False, "bool", "recompute D-RAMiT blocks in the backward pass to save memory")
-    attention_backend: str | None = _field(None, "opt_str", "faithful or fused (default: the model's)")
+    computation: str | None = _field(
+        None, "opt_str", "auto, fused or faithful (default: the model's, auto); banded computes inference only"
+    )
     seed: int = _field(9725, "int", "seed of the model initialisation and of every random patch")
     trace_data: bool = _field(False, "bool", "write which images each process trained on to <output>/data_trace")
 
@@ -193,8 +195,8 @@ class Recipe:
             len(self.noise_sigma) != 2 or not 0 <= self.noise_sigma[0] <= self.noise_sigma[1]
         ):
             problems.append(f"noise_sigma must be [low, high] with 0 <= low <= high, got {self.noise_sigma}")
-        if self.attention_backend not in (None, "faithful", "fused"):
-            problems.append(f"attention_backend must be faithful or fused, got {self.attention_backend!r}")
+        if self.computation not in (None, "auto", "faithful", "fused"):
+            problems.append(f"computation must be auto, fused or faithful, got {self.computation!r}")
         if self.image_cache_mb < 0 or self.dataloader_num_workers < 0:
             problems.append("image_cache_mb and dataloader_num_workers must be >= 0")
         if not isinstance(self.model, dict):
