@@ -124,7 +124,9 @@ def resolve_computation(requested: str, device: torch.device | str, training: bo
 def is_training_call(module: nn.Module, device: torch.device | str) -> bool:
     """Whether a call of `module` now records gradients, trains or runs under autocast: what `resolve_computation`
     asks as `training`."""
-    return module.training or torch.is_grad_enabled() or torch.is_autocast_enabled(torch.device(device).type)
+    device_type = torch.device(device).type
+    autocast = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    return module.training or torch.is_grad_enabled() or autocast
 
 
 def channels_last(computation: str) -> bool:
