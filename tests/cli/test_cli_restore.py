@@ -207,3 +207,19 @@ def test_two_processes_split_the_inputs(tmp_path, inputs, slim_folder):
     assert {os.path.relpath(p, out) for p in shares[0] | shares[1]} == expected
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(expected)
     assert "restored 6 images" in result.stdout and "2 processes" in result.stdout
+
+
+def test_the_computation_is_printed_and_can_be_chosen(tmp_path, inputs, slim_folder, capsys):
+    outputs = {}
+    for computation in ("auto", "faithful"):
+        out = tmp_path / computation
+        code = _cli(
+            inputs / "a.png", "-o", out, "--model", slim_folder, "--computation", computation, "--bit-depth", 16
+        )
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        # on this CPU, "auto" runs the banded computation; faithful is what was asked for
+        expected = "banded computation" if computation == "auto" else "faithful computation"
+        assert expected in captured.out
+        outputs[computation] = np.asarray(Image.open(out / "a.png")).astype(np.int32)
+    assert np.abs(outputs["auto"] - outputs["faithful"]).max() <= 2  # the same function, to 16-bit levels
