@@ -178,3 +178,68 @@ def test_half_precision_flags_match_what_the_model_does():
         assert low.dtype == dtype
         assert ((low.float() - full).norm() / full.norm()).item() < 2e-2
     descriptor.float()
+
+
+def broken_values() -> dict[str, dict[str, torch.Tensor]]:
+    original = dict(load_original_state_dict(checkpoint("RAMiT-slimSR_X2.pth")))
+    key = "stage2.blocks.block1.ffn.hidden.weight"
+    nan, inf = original[key].clone(), original[key].clone()
+    nan[0, 0] = float("nan")
+    inf[-1, -1] = float("inf")
+    quantised = {k: (v * 64).round().clamp(-128, 127).to(torch.int8) for k, v in original.items()}
+    return {
+        "nan": dict(original, **{key: nan}),
+        "inf": dict(original, **{key: inf}),
+        "int8": quantised,
+        "bool": dict(original, **{key: original[key] > 0}),
+    }
+
+
+@pytest.mark.parametrize(
+    "label, message",
+    [
+        ("nan", r"stage2\.blocks\.block1\.ffn\.hidden\.weight holds 1 non-finite values"),
+        ("inf", r"holds 1 non-finite values \(NaN or infinity\)"),
+        ("int8", r"holds int8 values; RAMiT's weights are floating point"),
+        ("bool", r"holds bool values"),
+    ],
+)
+def test_weights_no_image_can_be_computed_from_are_refused_by_every_loader(label, message, tmp_path):
+    state_dict = broken_values()[label]
+    # spandrel claims RAMiT's shapes, and its load names the problem instead of giving NaN or flat grey images
+    assert ramit_spandrel.RamitArch().detect(state_dict)
+    with pytest.raises(CheckpointError, match=message):
+        spandrel.ModelLoader().load_from_state_dict(state_dict)
+    with pytest.raises(CheckpointError, match=message):
+        convert_original_checkpoint(state_dict)
+    # the same weights under our names in a model folder, through from_pretrained
+    converted = {k: v for k, v in convert_original_checkpoint(checkpoint("RAMiT-slimSR_X2.pth")).state_dict().items()}
+    folder = save_model_folder(convert_original_checkpoint(checkpoint("RAMiT-slimSR_X2.pth")), tmp_path / "model")
+    ours = dict(converted)
+    ours["ramit.stages.1.blocks.1.ffn.fc1.weight"] = state_dict["stage2.blocks.block1.ffn.hidden.weight"]
+    if label == "int8":
+        ours = {k: v.to(torch.int8) for k, v in ours.items()}
+    save_file({k: v.contiguous() for k, v in ours.items()}, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=message.replace(r"stage2\.blocks\.block1\.ffn\.hidden", r"\S+")):
+        RamitForImageRestoration.from_pretrained(folder)
+
+
+def crafted_state_dicts():
+    """Every parameter of a released checkpoint in turn replaced by a tensor with no dimension or no element, and
+    keys that end where a stage or block index would be."""
+    original = dict(load_original_state_dict(checkpoint("RAMiT-slimSR_X2.pth")))
+    for key in sorted(original):
+        for replacement in (torch.tensor(1.0), torch.zeros(0), torch.zeros(original[key].shape[0], 0)):
+            yield f"{key} {tuple(replacement.shape)}", dict(original, **{key: replacement})
+    for key in ("stage1", "stage1.blocks", "ramit.stages.0", "ramit.stages.0.blocks"):
+        yield key, dict(original, **{key: torch.ones(4)})
+
+
+def test_crafted_state_dicts_are_unsupported_never_a_crash():
+    arch = ramit_spandrel.RamitArch()
+    for label, state_dict in crafted_state_dicts():
+        assert not arch.detect(state_dict), label
+        with pytest.raises(CheckpointError):
+            convert_original_checkpoint(state_dict)
+    with pytest.raises(spandrel.UnsupportedModelError):
+        spandrel.ModelLoader().load_from_state_dict(state_dict)

@@ -23,7 +23,7 @@ from .atomic import atomic_folder
 from .configuration_ramit import PRESETS, TASK_UPSCALE, TASKS, VARIANTS, RamitConfig, preset_name
 from .image_processing_ramit import RamitImageProcessor
 from .modeling_ramit import RamitForImageRestoration
-from .safe_files import DamagedFileError, UnsafeFileError, load_torch_file
+from .safe_files import DamagedFileError, InvalidWeightsError, UnsafeFileError, check_weight_values, load_torch_file
 
 # File names of the original release: <variant>_<task code>.pth, e.g. RAMiT-1_X2.pth, RAMiT_GDN.pth.
 FILE_TASKS = {
@@ -113,6 +113,10 @@ def _unwrap(loaded, source: str) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise CheckpointError(f"{source} does not hold a state dict of tensors (found {type(loaded).__name__})")
     state_dict = {k.removeprefix("module."): v for k, v in loaded.items()}
+    # a crafted or damaged file: what has no element or no dimension has no shape to detect a setting from
+    empty = next((k for k, v in state_dict.items() if v.ndim == 0 or v.numel() == 0), None)
+    if empty is not None:
+        raise CheckpointError(f"{source}: {empty} has shape {tuple(state_dict[empty].shape)}, with no weights in it")
     # the original names, or ours (a `model.safetensors` saved by this library)
     if not any(all(k in state_dict for k in pair) for pair in (_ORIGINAL_IO_KEYS, _OUR_IO_KEYS)):
         some = ", ".join(list(state_dict)[:5]) or "none"
@@ -130,6 +134,8 @@ _OUR_IO_KEYS = ("ramit.shallow.weight", "reconstruction.conv.weight")
 def infer_io(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, int]:
     """(input channels, upscale) of a checkpoint (original or our names), read from its first and last convolutions."""
     first, last = _OUR_IO_KEYS if _OUR_IO_KEYS[0] in state_dict else _ORIGINAL_IO_KEYS
+    if state_dict[first].ndim != 4 or state_dict[last].ndim != 4:
+        raise CheckpointError(f"{first} and {last} are not convolution weights (4 dimensions each)")
     in_chans = state_dict[first].shape[1]
     out = state_dict[last].shape[0] // in_chans
     upscale = round(out**0.5)
@@ -184,7 +190,8 @@ def detect_setting(
 def _detect_setting(weights, variant: str | None, task: str | None, source: str, default_task: str | None):
     matching = matching_variants(weights)
     width = weights["ramit.shallow.weight"].shape[0]
-    depths = [len({k.split(".")[4] for k in weights if k.startswith(f"ramit.stages.{i}.")}) for i in range(4)]
+    blocks = [re.match(r"ramit\.stages\.(\d+)\.blocks\.(\d+)\.", k) for k in weights]
+    depths = [len({m[2] for m in blocks if m and m[1] == str(i)}) for i in range(4)]
     described = f"embed_dim {width}, depths {depths}" + (f" ({matching[0]})" if matching else "")
     if variant is not None:
         if variant not in VARIANTS:
@@ -276,6 +283,7 @@ def detect_checkpoint(
     task: str | None = None,
     source: str = "the given state dict",
     default_task: str | None = None,
+    check_values: bool = True,
 ) -> DetectedCheckpoint:
     """Detect the model a RAMiT state dict holds, and check that every one of its parameters fits that model.
 
@@ -284,6 +292,8 @@ def detect_checkpoint(
     (`module.`). The variant is read from the weights' shapes, the task from the caller, the weights or
     `default_task` (see `detect_setting`). Raises `CheckpointError` naming
     `source` and the problem, e.g. a missing, unexpected or mis-shaped parameter: nothing is half-detected.
+    `check_values` also refuses weights no image can be computed from (`safe_files.check_weight_values`: integer
+    tensors, NaN or infinity); spandrel's detection leaves it to the load, whose error then names the problem.
     """
     state_dict = _unwrap(state_dict, source)
     weights = convert_state_dict(state_dict)
@@ -292,6 +302,11 @@ def detect_checkpoint(
     problems = _fit_problems(_preset_shapes(name), weights)
     if problems:
         raise CheckpointError(f"{source} does not fit {variant} {task}: {problems}")
+    if check_values:
+        try:  # before the float32 cast of `convert_state_dict`, which would hide integer tensors
+            check_weight_values({k: v for k, v in state_dict.items() if not _DERIVED_BUFFERS.search(k)}, source)
+        except InvalidWeightsError as error:
+            raise CheckpointError(str(error)) from None
     return DetectedCheckpoint(RamitConfig.from_preset(name), weights)
 
 

@@ -13,7 +13,7 @@ import torch
 from .configuration_ramit import RamitConfig
 from .forward import model_placement, restore_whole
 from .modeling_ramit import RamitForImageRestoration, resolve_computation
-from .safe_files import DamagedFileError, UnsafeFileError, check_weight_files
+from .safe_files import DamagedFileError, InvalidWeightsError, UnsafeFileError, check_weight_files
 from .tiling import restore_tiled
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -83,7 +83,7 @@ def _load_from(source: str, task: str | None) -> RamitForImageRestoration:
             raise ModelLoadError(f"{source} is not a RAMiT model (its config.json has model_type {model_type!r})")
         try:
             check_weight_files(path)
-        except (DamagedFileError, UnsafeFileError) as error:
+        except (DamagedFileError, InvalidWeightsError, UnsafeFileError) as error:
             raise ModelLoadError(str(error)) from None
     elif path.exists():
         raise ModelLoadError(f"{source} is neither a model folder nor an original .pth checkpoint")

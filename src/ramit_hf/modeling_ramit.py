@@ -46,7 +46,7 @@ from .banded_ramit import (
     workspace,
 )
 from .configuration_ramit import COMPUTATIONS, RamitConfig
-from .safe_files import check_weight_files
+from .safe_files import InvalidWeightsError, check_weight_files, check_weight_values
 
 # The original clamps the learnt logit scale of cosine attention at log(1 / 0.01).
 _MAX_LOGIT_SCALE = math.log(100.0)
@@ -585,6 +585,10 @@ class RamitPreTrainedModel(PreTrainedModel):
         want_info = kwargs.pop("output_loading_info", False)
         loaded: Any = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         model, info = loaded
+        try:
+            check_weight_values(dict(model.named_parameters()), str(pretrained_model_name_or_path))
+        except InvalidWeightsError as error:
+            raise RamitWeightsError(str(error)) from None
         if strict_weights:
             problems = [
                 f"{len(keys)} {kind} ({_listing(keys)})"

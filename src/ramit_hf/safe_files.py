@@ -28,6 +28,36 @@ class DamagedFileError(ValueError):
     """A weight or checkpoint file that is truncated, corrupt or not of its kind; the message names it."""
 
 
+class InvalidWeightsError(ValueError):
+    """Weights that no network computes an image from: integer or boolean tensors, NaN or infinity, tensors with
+    no element or no dimension; the message names the source and the first such tensor."""
+
+
+# the floating-point dtypes weights are stored in (safetensors header names), and the names of others as torch says
+_FLOAT_HEADER_DTYPES = ("F16", "BF16", "F32", "F64")
+_HEADER_DTYPE_NAMES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64"}
+
+
+def check_weight_values(weights, source: str) -> None:
+    """The one check every loader runs on weights before a model uses them (the converter, spandrel, from_pretrained,
+    `ramit restore`): each tensor floating point, with at least one dimension and one element, and finite.
+    Raises `InvalidWeightsError` naming `source` and the tensor."""
+    for key, tensor in weights.items():
+        if not tensor.is_floating_point():
+            raise InvalidWeightsError(
+                f"{source}: {key} holds {str(tensor.dtype).removeprefix('torch.')} values; RAMiT's weights are "
+                "floating point (a quantised or foreign file?)"
+            )
+        if tensor.ndim == 0 or tensor.numel() == 0:
+            raise InvalidWeightsError(f"{source}: {key} has shape {tuple(tensor.shape)}, with no weights in it")
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise InvalidWeightsError(
+                f"{source}: {key} holds {bad} non-finite values (NaN or infinity) of {tensor.numel()}: the weights "
+                "are broken (a diverged training run or a damaged file); every image would come out NaN"
+            )
+
+
 # what the Trainer's own checkpoint files pickle besides tensors: numpy's random state in rng_state.pth
 _NUMPY_GLOBALS = [np.ndarray, np.dtype, np.random.RandomState, np.dtypes.UInt32DType]
 _RECONSTRUCT = getattr(np, "_core", np).multiarray._reconstruct
@@ -115,9 +145,17 @@ def check_safetensors_file(path: str | os.PathLike) -> None:
             header = json.loads(file.read(header_size))
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
-        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        entries = {key: entry for key, entry in header.items() if key != "__metadata__"}
+        ends = [entry["data_offsets"][1] for entry in entries.values()]
+        dtypes = {key: entry["dtype"] for key, entry in entries.items()}
     except (struct.error, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as error:
         raise DamagedFileError(f"{path}: not a valid safetensors file ({error})") from None
+    foreign = next(((key, dtype) for key, dtype in dtypes.items() if dtype not in _FLOAT_HEADER_DTYPES), None)
+    if foreign is not None:
+        raise InvalidWeightsError(
+            f"{path}: {foreign[0]} holds {_HEADER_DTYPE_NAMES.get(foreign[1], foreign[1])} values; RAMiT's weights "
+            "are floating point (a quantised or foreign file?)"
+        )
     expected = 8 + header_size + max(ends, default=0)
     if size < expected:
         raise DamagedFileError(
@@ -142,4 +180,12 @@ def check_weight_files(folder: str | os.PathLike) -> None:
             load_torch_file(path, f"the checkpoint file {path.name}")
 
 
-__all__ = ["DamagedFileError", "UnsafeFileError", "check_safetensors_file", "check_weight_files", "load_torch_file"]
+__all__ = [
+    "DamagedFileError",
+    "InvalidWeightsError",
+    "UnsafeFileError",
+    "check_safetensors_file",
+    "check_weight_files",
+    "check_weight_values",
+    "load_torch_file",
+]

@@ -64,8 +64,10 @@ class RamitArch(Architecture[RamitForImageRestoration]):
         return detect_checkpoint(state_dict, source="the state dict", default_task=self.default_task)
 
     def _claims(self, state_dict: StateDict) -> bool:
+        # a state dict of RAMiT's shapes is claimed; `load` then names broken values (NaN, integer tensors) rather
+        # than spandrel calling the file an unsupported model
         try:
-            self.detect_checkpoint(state_dict)
+            detect_checkpoint(state_dict, source="the state dict", default_task=self.default_task, check_values=False)
         except CheckpointError:
             return False
         return True

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..safe_files import DamagedFileError, UnsafeFileError, check_weight_files
+from ..safe_files import DamagedFileError, InvalidWeightsError, UnsafeFileError, check_weight_files
 
 RUN_FILE = "ramit_run.json"
 TRAINER_STATE_FILE = "trainer_state.json"
@@ -69,7 +69,7 @@ def resolve_resume(output_dir: Path, resume: bool | str | os.PathLike | None) ->
             )
     try:
         check_weight_files(path)  # the Trainer unpickles optimizer.pt, rng_state.pth, ...: nothing that runs code
-    except (UnsafeFileError, DamagedFileError) as error:
+    except (UnsafeFileError, DamagedFileError, InvalidWeightsError) as error:
         raise TrainingSetupError(f"cannot resume from {path}: {error}") from None
     return path
 
