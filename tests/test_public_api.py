@@ -48,3 +48,28 @@ def test_error_classes_keep_their_import_paths():
 
     assert ramit_hf.ModelLoadError is ModelLoadError is from_inference is from_runtime
     assert issubclass(ModelLoadError, ValueError)
+
+
+def package_imports(relative_path: str) -> set[str]:
+    """The package modules a source file imports anywhere (module level or inside functions), as dotted names under
+    `ramit_hf`."""
+    import ast
+
+    path = REPO_ROOT / "src" / "ramit_hf" / relative_path
+    package = ["ramit_hf", *relative_path.split("/")[:-1]]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1]
+            found.add(".".join(base + ([node.module] if node.module else [])))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ramit_hf"):
+            found.add(node.module)
+    return found
+
+
+def test_export_and_inference_import_their_shared_names_without_a_cycle():
+    assert package_imports("errors.py") == set()
+    assert package_imports("export/metadata.py") == {"ramit_hf.configuration_ramit"}
+    runtime = package_imports("export/onnxruntime.py")
+    assert "ramit_hf.inference" not in runtime and "ramit_hf.export.onnx" not in runtime
+    assert not any(name.startswith("ramit_hf.export") for name in package_imports("inference.py"))

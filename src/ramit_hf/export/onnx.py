@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import __version__
 from ..atomic import write_bytes_atomic
 from ..configuration_ramit import preset_name
 from ..inference import load_model
@@ -73,10 +74,8 @@ def build_metadata(config, dtype: str, opset: int) -> dict[str, str]:
     """The `metadata_props` of an exported graph: what a runtime needs to feed it and read its output.
 
     `library` marks the file as ours (`ramit_hf.export.onnxruntime` refuses files without it); `config` is the full
-    `RamitConfig` as JSON, from which the runtime wrapper rebuilds the model's config.
+    `RamitConfig` as JSON, from which the runtime wrapper rebuilds the model's config (`config_from_metadata`).
     """
-    from .. import __version__
-
     return {
         "library": LIBRARY,
         "library_version": __version__,
