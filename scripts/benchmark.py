@@ -2,7 +2,8 @@
 
 Prints one Markdown table: path x size x device, median time, peak memory, speed-up over the faithful path and the
 largest difference from its output. Times are measured in one process with the paths interleaved round by round
-(machines are noisy: compare ratios); peak memory is measured in a fresh subprocess per case.
+(machines are noisy: compare ratios); peak memory is measured in a fresh subprocess per case. Both are measured as
+scripts/measuring.py defines them.
 
     python scripts/benchmark.py                                   # CPU, 128 and 256, eager paths
     python scripts/benchmark.py --device cuda --sizes 128 256 512 --paths faithful fused fused-bf16 fused-compile \
@@ -30,10 +31,11 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
+from functools import partial
 from types import SimpleNamespace
 
 import torch
+from measuring import is_cuda, peak_memory, time_calls, timed
 
 from ramit_hf import RamitConfig, RamitForImageRestoration, convert_original_checkpoint
 from ramit_hf.forward import model_placement
@@ -126,34 +128,24 @@ def input_dtype(model) -> torch.dtype:
     return model_placement(model)[1]
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def forward(run, x: torch.Tensor, dtype: torch.dtype):
+    return run(x.to(dtype))
 
 
 def time_inference(args) -> list[dict]:
     rows = []
     for size in args.sizes:
         x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size)).to(args.device)
-        runners, outputs, times = {}, {}, {p: [] for p in args.paths}
+        calls, warmup_s = {}, {}
         for path in args.paths:
             model, run = build(path, args.preset, args.device, original_code=args.original_code)
-            dtype = input_dtype(model)
-            with torch.no_grad():
-                start = time.perf_counter()
-                for _ in range(args.warmup):
-                    outputs[path] = run(x.to(dtype)).reconstruction.float()
-                synchronize(args.device)
-                warmup_s = time.perf_counter() - start
-            runners[path] = (run, dtype, warmup_s)
-        with torch.no_grad():
-            for _ in range(args.repeats):  # interleaved: every path sees the same machine state
-                for path, (run, dtype, _) in runners.items():
-                    synchronize(args.device)
-                    start = time.perf_counter()
-                    run(x.to(dtype))
-                    synchronize(args.device)
-                    times[path].append(time.perf_counter() - start)
+            calls[path] = partial(forward, run, x, input_dtype(model))
+            with torch.no_grad():  # the first calls: compilation, allocations, kernel selection
+                warmup_s[path] = sum(time_calls({path: calls[path]}, args.device, repeats=args.warmup).seconds[path])
+        with torch.no_grad():  # interleaved: every path sees the same machine state
+            timings = time_calls(calls, args.device, repeats=args.repeats)
+        times = timings.seconds
+        outputs = {path: result.reconstruction.float() for path, result in timings.results.items()}
         base = statistics.median(times["faithful"]) if "faithful" in times else None
         original = statistics.median(times["original"]) if "original" in times else None
         for path in args.paths:
@@ -176,19 +168,19 @@ def time_inference(args) -> list[dict]:
                     spread=(max(times[path]) - min(times[path])) / median,
                     max_error=error,
                     rel_l2=relative,
-                    warmup_s=runners[path][2],
-                    peak_mib=peak_memory(args, path, size),
+                    warmup_s=warmup_s[path],
+                    peak_mib=measure_peak(args, path, size),
                 )
             )
-            del runners[path]
+            del calls[path]
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
     return rows
 
 
-def peak_memory(args, path: str, size: int) -> float:
-    """Peak memory (MiB) of one forward in a fresh process: the CUDA allocator's peak, or on CPU (Linux) how far the
-    forward raises the resident set above what it was before."""
+def measure_peak(args, path: str, size: int) -> float:
+    """Peak memory (MiB) of one forward in a fresh process: how far it raises the CUDA allocator's high-water mark, or
+    on CPU the resident set's, above what the process held before (`measuring.peak_memory`'s `increase`)."""
     if args.no_memory:
         return float("nan")
     command = [
@@ -217,26 +209,9 @@ def memory_worker(path: str, size: int, preset: str, device: str, original_code:
     x = torch.rand(1, 3, size, size, device=device, dtype=dtype)
     with torch.no_grad():
         run(x[..., :32, :32])  # compile / allocate what does not depend on the size
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
+        with peak_memory(device) as memory:
             run(x)
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - base
-        else:
-            # reset the kernel's high-water mark of resident memory (VmHWM), then read how far one forward raises it
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            before = _proc_status_kib("VmRSS")
-            run(x)
-            peak = (_proc_status_kib("VmHWM") - before) * 1024
-    print(json.dumps({"peak_mib": peak / 2**20}))
-
-
-def _proc_status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+    print(json.dumps({"peak_mib": memory.increase / 2**20}))
 
 
 def time_training(args) -> list[dict]:
@@ -257,23 +232,24 @@ def time_training(args) -> list[dict]:
         dtype = next(model.parameters()).dtype
         device_type = "cuda" if args.device.startswith("cuda") else "cpu"
         optimizer = torch.optim.Adam(model.parameters(), lr=4e-4)
-        if args.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        curve, step_times = [], []
-        for step in range(args.steps):
-            lr, hr = (t.to(args.device, dtype) for t in batches[step % len(batches)])
-            synchronize(args.device)
-            start = time.perf_counter()
+
+        def train_step(lr, hr, run=run, optimizer=optimizer, device_type=device_type, mixed=mixed) -> torch.Tensor:
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=mixed):
                 loss = run(pixel_values=lr, labels=hr).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            synchronize(args.device)
-            step_times.append(time.perf_counter() - start)
-            curve.append(loss.item())
+            return loss
+
+        curve, step_times = [], []
+        with peak_memory(args.device) as memory:
+            for step in range(args.steps):
+                lr, hr = (t.to(args.device, dtype) for t in batches[step % len(batches)])
+                seconds, loss = timed(lambda lr=lr, hr=hr: train_step(lr, hr), args.device)
+                step_times.append(seconds)
+                curve.append(loss.item())
         losses[path] = curve
-        peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else float("nan")
+        peak = memory.peak / 2**20 if is_cuda(args.device) else float("nan")
         measured = step_times[min(5, len(step_times) - 1) :]
         rows.append(
             dict(
@@ -332,9 +308,7 @@ def time_tiled(args) -> list[dict]:
     for path in args.tiled_paths:
         model, _ = build(path, args.preset, args.device, original_code=args.original_code)
         with torch.no_grad():
-            start = time.perf_counter()
-            restore_tiled(model.eval(), image, tile)
-            elapsed = time.perf_counter() - start
+            elapsed, _ = timed(lambda model=model: restore_tiled(model.eval(), image, tile), args.device)
         rows.append(dict(path=path, image=f"{width}x{height}", tile=tile, tiles=count, seconds=elapsed))
     return rows
 

@@ -1,8 +1,10 @@
 """Peak memory and time of whole-image versus tiled restoration, for growing image sizes.
 
-Each case runs in a fresh Python process, so one case's allocations do not hide another's. Memory is the process'
-peak resident set size (`ru_maxrss`; tracemalloc misses torch's allocations) minus the resident size after the model
-is loaded, and, on CUDA, `torch.cuda.max_memory_allocated`. Time is the restoration call alone.
+Each case runs in a fresh Python process, so one case's allocations do not hide another's. Memory and time are
+measured as scripts/measuring.py defines them, over the restoration call alone (the model loaded and warmed up
+before): the process' resident-set high-water mark (VmHWM, reset as the call starts; tracemalloc misses torch's
+allocations), how far the call raised it above the resident set at its start, and, on CUDA,
+`torch.cuda.max_memory_allocated`.
 
 Two guards keep the run finite on a small machine:
   * a whole-image case is skipped when the memory it would need (extrapolated per pixel from the largest whole case
@@ -25,12 +27,15 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
+
+from measuring import peak_memory, resident_peak, timed
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RAMIT_SHARED", REPO.parent / "shared"))
@@ -135,7 +140,7 @@ def run_case(case: dict, timeout: float) -> dict:
                 baseline = next((json.loads(line)["baseline"] for line in out if line.startswith('{"baseline"')), None)
                 started = time.perf_counter() if baseline is not None else None
             elif time.perf_counter() - started > timeout:
-                peak = _proc_peak_rss(process.pid)
+                peak = resident_peak(process.pid)
                 err.seek(0)
                 progress = re.findall(r"(\d+)/(\d+) \[", err.read())
                 process.kill()
@@ -178,26 +183,21 @@ def worker(case: dict) -> None:
     del image
     # the first forward of a process initialises kernels (seconds on CPU): not part of the measurement
     restore_tensor(model, pixels[..., :32, :32])
-    cuda = torch.device(case["device"]).type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    baseline = _self_peak_rss()
-    print(json.dumps({"baseline": baseline}), flush=True)
-    start = time.perf_counter()
     if case["mode"] == "whole":
-        output = restore_tensor(model, pixels)
+        restore = partial(restore_tensor, model, pixels)
     else:
         from ramit_hf.tiling import restore_tiled
 
-        output = restore_tiled(model, pixels, case["tile"], case["overlap"], progress=True)
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    result = {"seconds": seconds, "peak": _self_peak_rss(), "baseline": baseline}
-    result["increase"] = result["peak"] - baseline
-    if cuda:
-        result["cuda_peak"] = torch.cuda.max_memory_allocated()
+        restore = partial(restore_tiled, model, pixels, case["tile"], case["overlap"], progress=True)
+    with ExitStack() as measuring:
+        resident = measuring.enter_context(peak_memory("cpu"))
+        cuda = torch.device(case["device"]).type == "cuda"
+        allocated = measuring.enter_context(peak_memory(case["device"])) if cuda else None
+        print(json.dumps({"baseline": resident.baseline}), flush=True)
+        seconds, output = timed(restore, case["device"])
+    result = {"seconds": seconds, "peak": resident.peak, "baseline": resident.baseline, "increase": resident.increase}
+    if allocated is not None:
+        result["cuda_peak"] = allocated.peak
     # quantised to 16 bits to keep the comparison files small
     np.save(case["output"], (output[0].clamp(0, 1) * 65535).round().to(torch.int32).numpy().astype(np.uint16))
     print(json.dumps(result), flush=True)
@@ -302,19 +302,6 @@ def quality(tiles: list[int], overlap: int | None) -> None:
         means = totals / len(names)
         print(f"| **mean** | | {means[0]:.3f} | " + " | ".join(f"{m:.3f} | " for m in means[1:]) + " |")
         print(flush=True)
-
-
-def _self_peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-
-
-def _proc_peak_rss(pid: int) -> int | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    match = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return int(match.group(1)) * 1024 if match else None
 
 
 def _available_memory(device: str) -> int:

@@ -16,7 +16,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from measuring import time_calls
 
 from ramit_hf import convert_original_checkpoint
 from ramit_hf.convert import TARGET_MODES as GOLDEN_TASKS
@@ -40,13 +41,9 @@ REAL_IMAGES = [
 
 
 def median_ms(function, repeats: int) -> float:
-    function()  # warm-up (first-run allocations, ONNX Runtime's kernel selection)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    """Median milliseconds of `repeats` calls after one warm-up call (first-run allocations, ONNX Runtime's kernel
+    selection), as `measuring.time_calls` times them."""
+    return statistics.median(time_calls({"call": function}, repeats=repeats, warmup=1).seconds["call"]) * 1000
 
 
 def openvino_runner(path: Path):

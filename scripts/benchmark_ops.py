@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
+from measuring import time_calls, timed
 from torch.profiler import ProfilerActivity, profile
 
 from ramit_hf import RamitConfig, RamitForImageRestoration
@@ -30,18 +30,10 @@ PIXELS, DIM, HEADS, HEAD_DIM, AREA = 4096, 64, 3, 16, 64
 
 
 def median_us(fns: Mapping[str, Callable[[], object]], calls: int = 100, rounds: int = 7) -> dict[str, float]:
-    """Median microseconds per call of each function, the functions interleaved round by round."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        for _ in range(10):
-            fn()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times[name].append((time.perf_counter() - start) / calls * 1e6)
-    return {name: statistics.median(t) for name, t in times.items()}
+    """Median microseconds per call of each function (`calls` calls timed together), the functions interleaved round
+    by round after 10 warm-up calls each (`measuring.time_calls`)."""
+    seconds = time_calls(fns, repeats=rounds, warmup=10, calls=calls).seconds
+    return {name: statistics.median(t) * 1e6 for name, t in seconds.items()}
 
 
 def piece_operations() -> dict[tuple[str, str], Callable[[], object]]:
@@ -89,9 +81,7 @@ def profiled_forwards(size: int, operations: dict[tuple[str, str], Callable[[], 
         for _ in range(2):
             model(pixel_values=image)
         for _ in range(rounds):
-            start = time.perf_counter()
-            model(pixel_values=image)
-            seconds.append(time.perf_counter() - start)
+            seconds.append(timed(lambda: model(pixel_values=image))[0])
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
                 model(pixel_values=image)
             events = {(e.key, str(e.input_shapes)): e for e in prof.key_averages(group_by_input_shape=True)}
@@ -99,9 +89,9 @@ def profiled_forwards(size: int, operations: dict[tuple[str, str], Callable[[], 
                 if key in events:
                     # total, not self, time: addmm's copy of its bias into the output is a child operator
                     inside[key].append(events[key].cpu_time_total / events[key].count)
-            timed = median_us({str(key): fn for key, fn in operations.items()}, rounds=1)
+            by_itself = median_us({str(key): fn for key, fn in operations.items()}, rounds=1)
             for key in operations:
-                alone[key].append(timed[str(key)])
+                alone[key].append(by_itself[str(key)])
     return statistics.median(seconds), inside, alone, prof
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+from functools import partial
 
 import numpy as np
 import torch
+from measuring import time_calls
 from PIL import Image
 
 from ramit_hf import convert_original_checkpoint
@@ -41,12 +42,8 @@ def main() -> None:
         if name.endswith("bmm"):
             pipes[name].model.set_window_attention("bmm")
         pipes[name](upload.crop((0, 0, 64, 64)))  # warm-up
-    times: dict[str, list[float]] = {precision: [] for precision in pipes}
-    for _ in range(args.repeats):
-        for precision, pipe in pipes.items():
-            start = time.perf_counter()
-            pipe(upload, tile_size="auto")
-            times[precision].append(time.perf_counter() - start)
+    calls = {precision: partial(pipe, upload, tile_size="auto") for precision, pipe in pipes.items()}
+    times = time_calls(calls, repeats=args.repeats).seconds  # interleaved round by round
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {upload.size[0]}x{upload.size[1]} upload")
     print("| precision | computation | median s | min s |")
     print("|---|---|---|---|")

@@ -4,9 +4,10 @@
 Trains RAMiT x2 (the `sr-x2` recipe's model, patches of 64 px, 32 per step as the paper has per GPU) from scratch
 for `--steps` steps in fp32 and in bf16, then briefly with gradient checkpointing and with torch.compile, through
 the real pipeline (`ramit_hf.training.prepare_training`: data from folders, `RamitTrainer`). For each run it prints
-steps/s (after the first 10 steps) and peak GPU memory; for the fp32 and bf16 runs also PSNR-Y on Set5 x2 (the
-paper's protocol, evaluated in fp32) next to MATLAB bicubic upscaling. Training images: Set14 + McMaster HR from
-../shared/testsets (LR made on the fly with MATLAB-compatible bicubic); validation: Set5 with its MATLAB LR files.
+steps/s (after the first 10 steps) and peak GPU memory, both as scripts/measuring.py measures them; for the fp32 and
+bf16 runs also PSNR-Y on Set5 x2 (the paper's protocol, evaluated in fp32) next to MATLAB bicubic upscaling.
+Training images: Set14 + McMaster HR from ../shared/testsets (LR made on the fly with MATLAB-compatible bicubic);
+validation: Set5 with its MATLAB LR files.
 
     python scripts/gpu_training_check.py            # on the GPU machine, from the repo root, ../shared beside it
     python scripts/gpu_training_check.py --smoke    # a few tiny CPU steps: checks that the script works
@@ -24,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,9 @@ from transformers import TrainerCallback
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "scripts"))  # for measuring, also when a test loads this file by path
+
+from measuring import peak_memory, synchronize
 
 from ramit_hf.inference import restore_tensor
 from ramit_hf.protocol.metrics import psnr, to_uint8
@@ -44,7 +49,8 @@ TINY_MODEL = {"model": {"embed_dim": 16, "depths": [1, 1, 1, 2], "fusion_expand_
 
 
 class StepTimer(TrainerCallback):
-    """Wall time from the end of step `skip` to the end of training (compilation and warm-up excluded)."""
+    """Wall time from the end of step `skip` to the end of training (compilation and warm-up excluded), the device
+    synchronised at the end of each step."""
 
     def __init__(self, skip: int):
         self.skip = skip
@@ -52,8 +58,7 @@ class StepTimer(TrainerCallback):
         self.steps = 0
 
     def on_step_end(self, args, state, control, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        synchronize("cuda" if torch.cuda.is_available() else "cpu")
         if state.global_step == self.skip:
             self.start = time.perf_counter()
         elif state.global_step > self.skip:
@@ -112,11 +117,12 @@ def train_once(name, train_dir, work, steps, overrides, pairs, measure_quality=T
         recipe, train_dir, None, work / name.replace(" ", "_"), overwrite=True, callbacks=[timer], disable_tqdm=True
     )
     gc.collect()  # the previous run's trainer, optimizer and data loaders must not count in this run's peak
-    if torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if cuda:
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    run.trainer.train()
-    memory = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    with peak_memory("cuda") if cuda else nullcontext() as allocated:
+        run.trainer.train()
+    memory = allocated.peak / 2**30 if allocated is not None else None
     quality = set5_psnr(run.trainer.model, pairs) if measure_quality else None
     return {
         "run": name,

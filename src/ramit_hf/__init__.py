@@ -45,7 +45,7 @@ _register()
 # moved module paths of earlier releases keep working (ramit_hf.evaluation, ramit_hf.metrics, ...)
 _compat.install()
 
-# the training modules (the Trainer, `datasets`) load on first use, not at `import ramit_hf`
+# the training modules (the Trainer, `datasets`) and the ONNX export load on first use, not at `import ramit_hf`
 _LAZY = {
     "RamitTrainer": "training",
     "prepare_training": "training",
@@ -66,6 +66,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# what the README's "Python API" section documents (tests/test_public_api.py checks that the two agree)
 __all__ = [
     "PRESETS",
     "TASKS",
@@ -80,8 +81,8 @@ __all__ = [
     "RamitPreTrainedModel",
     "RamitTrainer",
     "RamitWeightsError",
-    "__version__",
     "convert_original_checkpoint",
+    "export_onnx",
     "imresize",
     "load_model",
     "load_recipe",

@@ -326,14 +326,6 @@ def _fit_problems(expected: Mapping[str, tuple[int, ...]], weights: Mapping[str,
     return "; ".join(parts)
 
 
-def load_converted(model: RamitForImageRestoration, weights: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load renamed weights strictly, raising one error that lists every missing, unexpected or mis-shaped key."""
-    problems = _fit_problems({k: tuple(v.shape) for k, v in model.state_dict().items()}, weights)
-    if problems:
-        raise CheckpointError(f"{source} does not fit {model.config.variant} {model.config.task}: {problems}")
-    model.load_state_dict(weights, strict=True)
-
-
 def processor_for(config: RamitConfig) -> RamitImageProcessor:
     """The image processor that goes with a model: the paper's padding multiple and the model's channels."""
     return RamitImageProcessor(size_divisor=config.pad_multiple, num_channels=config.num_channels)

@@ -11,16 +11,13 @@ from pathlib import Path
 import torch
 
 from .configuration_ramit import RamitConfig
+from .errors import ModelLoadError
 from .forward import model_placement, restore_whole
 from .modeling_ramit import RamitForImageRestoration, resolve_computation
 from .safe_files import DamagedFileError, InvalidWeightsError, UnsafeFileError, check_weight_files
 from .tiling import restore_tiled
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ModelLoadError(ValueError):
-    """A model source that is not a RAMiT model; the message names the source and the problem."""
 
 
 RUNTIMES = ("torch", "onnxruntime")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -24,19 +23,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import __version__
 from ..atomic import write_bytes_atomic
+from ..configuration_ramit import preset_name
+from ..inference import load_model
+from ..modeling_ramit import RamitForImageRestoration
+from .metadata import INPUT_NAME, INSTALL_HINT, LIBRARY, OUTPUT_NAME, config_from_metadata
+from .onnxruntime import create_session, import_onnxruntime, runtime_errors
 
 # Opset 17 has LayerNormalization as one operator and is read by ONNX Runtime >= 1.13, TensorRT >= 8.6 and OpenVINO.
 DEFAULT_OPSET = 17
 # Traced at a multiple of the padding multiple and verified at a size that needs padding on both axes.
 TRACE_SIZE = (64, 64)
 VERIFY_SIZE = (37, 53)
-INPUT_NAME, OUTPUT_NAME = "pixel_values", "reconstruction"
 # Largest absolute difference to float32 PyTorch a verified export may have, per dtype. float32: the fused path's
 # own tolerance to the original (tests/test_modeling_ramit.py); float16: measured by scripts/benchmark_onnx.py
 # --float16 (docs/deployment.md), with a margin.
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
-LIBRARY = "ramit_hf"
 
 
 class OnnxExportError(RuntimeError):
@@ -71,10 +74,8 @@ def build_metadata(config, dtype: str, opset: int) -> dict[str, str]:
     """The `metadata_props` of an exported graph: what a runtime needs to feed it and read its output.
 
     `library` marks the file as ours (`ramit_hf.export.onnxruntime` refuses files without it); `config` is the full
-    `RamitConfig` as JSON, from which the runtime wrapper rebuilds the model's config.
+    `RamitConfig` as JSON, from which the runtime wrapper rebuilds the model's config (`config_from_metadata`).
     """
-    from .. import __version__
-
     return {
         "library": LIBRARY,
         "library_version": __version__,
@@ -95,8 +96,6 @@ def build_metadata(config, dtype: str, opset: int) -> dict[str, str]:
 
 
 def _preset(config) -> str:
-    from ..configuration_ramit import preset_name
-
     try:
         return preset_name(config.variant, config.task)
     except (ValueError, KeyError, TypeError):  # a setting the authors never released
@@ -104,8 +103,6 @@ def _preset(config) -> str:
 
 
 def _parameter_count(config) -> int:
-    from ..modeling_ramit import RamitForImageRestoration
-
     with torch.device("meta"):
         return sum(p.numel() for p in RamitForImageRestoration(config).parameters())
 
@@ -130,9 +127,6 @@ def export_onnx(
     existing `path` without `overwrite` (both before any work), and `OnnxExportError` when the export fails or its
     output differs from PyTorch's by more than the tolerance.
     """
-    from ..inference import load_model
-    from .onnxruntime import import_onnxruntime
-
     import_onnx(), import_onnxruntime()  # both needed: fail before any work
     if dtype not in TOLERANCE:
         raise ValueError(f"unknown ONNX dtype {dtype!r}; choose one of {', '.join(TOLERANCE)}")
@@ -183,8 +177,6 @@ def _export_bytes(model: torch.nn.Module, dtype: str, opset: int) -> bytes:
 
 def import_onnx():
     """`onnx`, or an ImportError that says how to install it."""
-    from .onnxruntime import INSTALL_HINT
-
     try:
         import onnx
     except ImportError:
@@ -212,8 +204,6 @@ def verify_onnx(data: bytes, model: torch.nn.Module, dtype: str) -> tuple[float,
     """Run the graph `data` on ONNX Runtime (CPU) and `model` in float32 on the same images of `VERIFY_SIZE`
     (batch 2, another size than the traced one); (max abs difference, input shape). `OnnxExportError` when the
     difference exceeds `TOLERANCE[dtype]` or is not finite."""
-    from .onnxruntime import create_session, runtime_errors
-
     shape = (2, model.config.num_channels, *VERIFY_SIZE)
     images = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -240,13 +230,6 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
     proto = onnx.load(str(path), load_external_data=False)
     return {prop.key: prop.value for prop in proto.metadata_props}
-
-
-def config_from_metadata(metadata: dict[str, str]):
-    """The `RamitConfig` stored in an exported graph's metadata."""
-    from ..configuration_ramit import RamitConfig
-
-    return RamitConfig.from_dict(json.loads(metadata["config"]))
 
 
 __all__ = [

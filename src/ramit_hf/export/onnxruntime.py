@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-INSTALL_HINT = "pip install ramit-hf[onnx]"
+from ..errors import ModelLoadError
+from .metadata import INPUT_NAME, INSTALL_HINT, LIBRARY, config_from_metadata
 
 
 def import_onnxruntime():
@@ -69,9 +70,6 @@ class OnnxRamitModel:
     input_modalities = ("image",)
 
     def __init__(self, path: str | os.PathLike, providers: list[str] | None = None):
-        from ..inference import ModelLoadError
-        from .onnx import INPUT_NAME, LIBRARY, config_from_metadata
-
         self.name_or_path = str(path)
         try:
             self.session = create_session(path, providers)

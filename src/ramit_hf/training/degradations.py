@@ -222,7 +222,7 @@ class RealDegradation:
             x = jpeg(self._final_resize(x, rng, (h, w), final_sinc), quality)
         else:
             x = self._final_resize(jpeg(x, quality), rng, (h, w), final_sinc)
-        return to_uint8(x)
+        return nchw_to_uint8_hwc(x)
 
     def _kernel(self, rng: np.random.Generator, stage: str) -> np.ndarray:
         s = self.settings
@@ -286,7 +286,7 @@ def jpeg(x: torch.Tensor, quality: float) -> torch.Tensor:
     """Each image of `x` (N, C, H, W in [0, 1]) through Pillow's JPEG encoder and decoder at `quality` (rounded)."""
     quality = min(100, max(1, round(quality)))
     out = []
-    for image in to_uint8(x, batch=True):
+    for image in nchw_to_uint8_hwc(x, batch=True):
         buffer = io.BytesIO()
         Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buffer, format="JPEG", quality=quality)
         buffer.seek(0)
@@ -296,8 +296,10 @@ def jpeg(x: torch.Tensor, quality: float) -> torch.Tensor:
     return torch.stack(out)
 
 
-def to_uint8(x: torch.Tensor, batch: bool = False) -> np.ndarray:
-    """(N, C, H, W) floats in [0, 1] -> uint8 (H, W, C) of the first image (or (N, H, W, C) with `batch`)."""
+def nchw_to_uint8_hwc(x: torch.Tensor, batch: bool = False) -> np.ndarray:
+    """(N, C, H, W) float tensor in [0, 1] -> uint8 numpy (H, W, C) of the first image (or (N, H, W, C) with `batch`):
+    clamped, x255, rounded half to even by `torch.round`. `protocol.metrics.to_uint8` is the same rounding for numpy
+    images already in (H, W, C), as scoring takes them."""
     array = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return array if batch else array[0]
 

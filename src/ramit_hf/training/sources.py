@@ -16,8 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..image_files import IMAGE_EXTENSIONS, find_subfolder, match_name
-from ..image_files import list_images as _list_image_files
+from ..image_files import IMAGE_EXTENSIONS, find_subfolder, list_images, match_name
 from ..image_io import pillow_bomb_check_off, to_channels
 from ..pixel_budget import MAX_PIXELS_ENV, max_pixels_for
 from .pixels import DataError, pil_to_array, task_scale
@@ -51,12 +50,13 @@ class ImageSource:
         return len(self.dataset)
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name; a `DataError` when there are none."""
+def require_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name (`image_files.list_images`), but a `DataError` naming the
+    folder when it does not exist or holds no image, where `list_images` returns an empty list."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"image folder not found: {folder}")
-    files = _list_image_files(folder)
+    files = list_images(folder)
     if not files:
         raise DataError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return files
@@ -214,9 +214,9 @@ def load_source(
     ):
         hq_dir, lq_dir = folder_layout(data, task)
         lq_dir = Path(lq) if lq is not None else lq_dir
-        hq_files = list_images(hq_dir)
+        hq_files = require_images(hq_dir)
         if lq_dir is not None:
-            lq_files = list_images(lq_dir)
+            lq_files = require_images(lq_dir)
             pairs = pair_by_position(hq_files, lq_files) if by_position else pair_files(hq_files, lq_files, scale)
             dataset = _from_files([h for h, _ in pairs], [lq for _, lq in pairs], [h.stem for h, _ in pairs])
             description = f"{hq_dir} + {lq_dir}"

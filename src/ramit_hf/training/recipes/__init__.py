@@ -150,10 +150,6 @@ class Recipe:
     def replace(self, **changes) -> Recipe:
         return from_dict({**self.to_dict(), **changes}, source=f"recipe {self.name!r}")
 
-    @property
-    def num_phases(self) -> int:
-        return len(self.patch_sizes)
-
     def validate(self) -> None:
         from ...configuration_ramit import PRESETS, TASKS, VARIANTS
 
