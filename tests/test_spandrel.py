@@ -213,9 +213,9 @@ def test_weights_no_image_can_be_computed_from_are_refused_by_every_loader(label
     with pytest.raises(CheckpointError, match=message):
         convert_original_checkpoint(state_dict)
     # the same weights under our names in a model folder, through from_pretrained
-    converted = {k: v for k, v in convert_original_checkpoint(checkpoint("RAMiT-slimSR_X2.pth")).state_dict().items()}
-    folder = save_model_folder(convert_original_checkpoint(checkpoint("RAMiT-slimSR_X2.pth")), tmp_path / "model")
-    ours = dict(converted)
+    model = convert_original_checkpoint(checkpoint("RAMiT-slimSR_X2.pth"))
+    folder = save_model_folder(model, tmp_path / "model")
+    ours = dict(model.state_dict())
     ours["ramit.stages.1.blocks.1.ffn.fc1.weight"] = state_dict["stage2.blocks.block1.ffn.hidden.weight"]
     if label == "int8":
         ours = {k: v.to(torch.int8) for k, v in ours.items()}
