@@ -6,20 +6,19 @@ largest difference from its output. Times are measured in one process with the p
 scripts/measuring.py defines them.
 
     python scripts/benchmark.py                                   # CPU, 128 and 256, eager paths
-    python scripts/benchmark.py --device cuda --sizes 128 256 512 --paths faithful fused fused-bf16 fused-compile \
+    python scripts/benchmark.py --device cuda --sizes 128 256 512 --paths faithful auto fused-bf16 fused-compile \
         fused-cudagraph
     python scripts/benchmark.py --train --device cuda             # training step, batch 32, 64x64 LR patches
 
 Paths: original (the original repository's code, with --original-code DIR: a checkout of github.com/rami0205/RAMiT;
-its random weights are converted for every other path), faithful (the original's computation), fused (the default:
-banded, each block and each MobiVari computed piece by piece), fused-bmm (window attention as batched matrix
-products on gathered windows, other layers on whole tensors), fused-sdpa (window attention through
-scaled_dot_product_attention on rolled and partitioned windows), fused-bf16 / -bf16-bmm / -bf16-sdpa (inference:
-bfloat16 body with the stem and the head in float32, `Compute.apply`; training: bfloat16 autocast over float32 weights),
-fused-bf16-full (every layer in bfloat16), fused-compile / fused-bf16-compile (torch.compile), fused-cudagraph
-(torch.compile mode "reduce-overhead": CUDA graphs; CUDA only), onnxruntime (the model exported with
-`ramit_hf.export_onnx` and run by ONNX Runtime's CPU execution provider; CPU inference only). With --tiled, the
-tiled restoration of a large image is timed for the default path and the bf16 path.
+its random weights are converted for every other path), then a computation (`RamitConfig.computation`): faithful
+(the original's operations and layouts), fused (whole tensors, scaled_dot_product_attention), banded (CPU inference
+piece by piece), auto (what the library runs on this device: banded for CPU inference, fused elsewhere), each
+optionally with a suffix: -bf16 (inference: bfloat16 body with the stem and the head in float32, `Compute.apply`;
+training: bfloat16 autocast over float32 weights), -bf16-full (every layer in bfloat16), -compile / -bf16-compile
+(torch.compile), -cudagraph (torch.compile mode "reduce-overhead": CUDA graphs; CUDA only); and onnxruntime (the
+model exported with `ramit_hf.export_onnx` and run by ONNX Runtime's CPU execution provider; CPU inference only).
+With --tiled, the tiled restoration of a large image is timed for --tiled-paths (default: auto and auto-bf16).
 """
 
 from __future__ import annotations
@@ -40,16 +39,17 @@ from measuring import is_cuda, peak_memory, time_calls, timed
 from ramit_hf import RamitConfig, RamitForImageRestoration, convert_original_checkpoint
 from ramit_hf.forward import model_placement
 from ramit_hf.inference import Compute
+from ramit_hf.modeling_ramit import resolve_computation
 
 PATHS = (
     "original",
     "faithful",
+    "auto",
     "fused",
-    "fused-bmm",
-    "fused-sdpa",
+    "banded",
+    "auto-bf16",
     "fused-bf16",
-    "fused-bf16-bmm",
-    "fused-bf16-sdpa",
+    "banded-bf16",
     "fused-bf16-full",
     "fused-compile",
     "fused-bf16-compile",
@@ -94,17 +94,16 @@ def build(path: str, preset: str, device: str, training: bool = False, original_
         return _onnx_runtime(base_model(preset, original_code), device, training)
     model = base_model(preset, original_code).to(device)
     model.train(training)
-    model.set_attention_backend("faithful" if path == "faithful" else "fused")
-    kind = next((k for k in ("sdpa", "bmm") if path.endswith(f"-{k}")), "banded")
-    model.set_window_attention(kind)
-    if path == "fused-bf16-full":
+    computation, _, variant = path.partition("-")
+    model.set_computation(computation)
+    if variant == "bf16-full":
         model = model.to(torch.bfloat16)
-    elif "bf16" in path and not training:
-        model = Compute(torch.bfloat16, kind, "benchmark").apply(model)
+    elif variant.startswith("bf16") and not training:
+        model = Compute(torch.bfloat16, computation, "benchmark").apply(model)
     run = model
-    if path.endswith("-compile"):
+    if variant.endswith("compile"):
         run = torch.compile(model)
-    elif path == "fused-cudagraph":
+    elif variant == "cudagraph":
         run = torch.compile(model, mode="reduce-overhead")
     return model, run
 
@@ -342,7 +341,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--paths", nargs="+", choices=PATHS, default=["faithful", "fused"])
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=["faithful", "auto"])
     parser.add_argument("--preset", default="ramit-sr-x2")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
@@ -356,7 +355,7 @@ def main() -> None:
     parser.add_argument("--memory-timeout", type=int, default=600)
     parser.add_argument("--original-code", help="a checkout of github.com/rami0205/RAMiT, for the original path")
     parser.add_argument("--tiled", help="also time tiled restoration of an image of this size, e.g. 2000x1500")
-    parser.add_argument("--tiled-paths", nargs="+", choices=PATHS, default=["fused", "fused-bf16"])
+    parser.add_argument("--tiled-paths", nargs="+", choices=PATHS, default=["auto", "auto-bf16"])
     parser.add_argument("--train", action="store_true", help="benchmark training steps instead of inference")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -377,6 +376,8 @@ def main() -> None:
         parser.error("fused-cudagraph needs --device cuda")
     allocator = ", allocator tuned" if args.tune_allocator else ", default allocator"
     print(f"torch {torch.__version__}, preset {args.preset}, {device_name(args.device)}{allocator}")
+    runs = resolve_computation("auto", args.device, training=args.train)
+    print(f"'auto' runs the {runs} computation here ({'training' if args.train else 'inference'})")
     if args.train:
         rows = time_training(args)
         print_training(rows, args)

@@ -60,7 +60,7 @@ def openvino_runner(path: Path):
 
 def speed_table(checkpoint: Path, sizes: list[int], repeats: int, folder: Path, openvino: bool) -> str:
     model = convert_original_checkpoint(checkpoint).eval()
-    model.set_attention_backend("fused")
+    model.set_computation("auto")  # what PyTorch users get on this CPU
     path = export_onnx(model, folder / "model.onnx").path
     onnx_model = OnnxRamitModel(path)
     vino = openvino_runner(path) if openvino else None

@@ -1,6 +1,6 @@
 """Time of the demo Space's default call: super-resolution x2 (RAMiT-slimSR) of a 512 x 512 upload, through the
-image-restoration pipeline as the Space calls it (tile_size "auto"), with precision "auto", float32 and float32 on
-whole tensors ("bmm", the computation before the banded one) interleaved.
+image-restoration pipeline as the Space calls it (tile_size "auto"), with precision "auto", float32, and float32 with
+the fused computation (whole tensors, what accelerators run) instead of the banded one, interleaved.
 
     python scripts/benchmark_space.py --threads 2
 """
@@ -33,14 +33,16 @@ def main() -> None:
     with Image.open(args.image) as image:
         upload = Image.fromarray(np.asarray(image.convert("RGB"))[:512, :512])
     pipes = {}
-    # "float32, bmm": the computation before the banded one, for comparison
-    for name, precision in (("auto", "auto"), ("float32", "float32"), ("float32, bmm", "float32")):
+    for name, precision, computation in (
+        ("auto", "auto", "auto"),
+        ("float32", "float32", "auto"),
+        ("float32, fused", "float32", "fused"),
+    ):
         model = convert_original_checkpoint(args.checkpoint)
+        model.set_computation(computation)
         pipes[name] = ImageRestorationPipeline(
             model=model, image_processor=processor_for(model.config), device="cpu", precision=precision
         )
-        if name.endswith("bmm"):
-            pipes[name].model.set_window_attention("bmm")
         pipes[name](upload.crop((0, 0, 64, 64)))  # warm-up
     calls = {precision: partial(pipe, upload, tile_size="auto") for precision, pipe in pipes.items()}
     times = time_calls(calls, repeats=args.repeats).seconds  # interleaved round by round
@@ -49,8 +51,6 @@ def main() -> None:
     print("|---|---|---|---|")
     for precision, pipe in pipes.items():
         compute = pipe.compute.describe() if pipe.compute else "?"
-        if precision.endswith("bmm"):
-            compute = compute.replace("banded", "bmm window attention")
         print(f"| {precision} | {compute} | {statistics.median(times[precision]):.2f} | {min(times[precision]):.2f} |")
 
 

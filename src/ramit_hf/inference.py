@@ -178,7 +178,7 @@ class Compute:
         return model
 
     def describe(self) -> str:
-        return f"{str(self.dtype).removeprefix('torch.')}, {self.computation} computation ({self.reason})"
+        return f"{str(self.dtype).removeprefix('torch.')} ({self.reason}), {self.computation} computation"
 
 
 def choose_compute(
