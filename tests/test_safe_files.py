@@ -99,3 +99,44 @@ def test_the_trainers_record_of_its_arguments_is_not_checked_since_nothing_loads
     check_weight_files(tmp_path)  # a pickle of an object: it would be refused, but it is never unpickled
     with pytest.raises(UnsafeFileError):
         load_torch_file(tmp_path / "training_args.bin")
+
+
+def _digest_of(path) -> str | None:
+    import json
+    import struct
+
+    with open(path, "rb") as file:
+        (size,) = struct.unpack("<Q", file.read(8))
+        return json.loads(file.read(size)).get("__metadata__", {}).get("ramit_hf.sha256")
+
+
+def test_weights_the_library_writes_carry_a_digest_that_every_load_verifies(tmp_path):
+    from conftest import small_config
+
+    from ramit_hf import RamitForImageRestoration
+    from ramit_hf.convert import save_model_folder
+    from ramit_hf.inference import ModelLoadError, load_model
+
+    torch.manual_seed(0)
+    model = RamitForImageRestoration(small_config()).eval()
+    folder = save_model_folder(model, tmp_path / "model")
+    weights = folder / "model.safetensors"
+    assert len(_digest_of(weights)) == 64
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(RamitForImageRestoration.from_pretrained(folder)(x).reconstruction, model(x).reconstruction)
+    # 64 inverted bytes inside the tensor data: the weights load, and would restore images wrongly
+    data = bytearray(weights.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(255 - b for b in data[middle : middle + 64])
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DamagedFileError, match="model.safetensors: the weights changed since ramit_hf wrote them"):
+        RamitForImageRestoration.from_pretrained(folder)
+    with pytest.raises(ModelLoadError, match="changed since ramit_hf wrote them"):
+        load_model(folder)
+
+
+def test_weight_files_without_a_digest_load_as_before(tmp_path):
+    save_file({"weight": torch.ones(3, 3)}, str(tmp_path / "plain.safetensors"))
+    assert _digest_of(tmp_path / "plain.safetensors") is None
+    check_safetensors_file(tmp_path / "plain.safetensors")

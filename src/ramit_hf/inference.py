@@ -112,9 +112,7 @@ def _onnx_runtime():
 
 
 def _load_onnx(path: Path):
-    if not path.is_file():
-        raise ModelLoadError(f"model not found: {path}")
-    return _onnx_runtime().OnnxRamitModel(path)
+    return _onnx_runtime().OnnxRamitModel(path)  # which names a missing file, a FIFO or a device
 
 
 def _looks_local(source: str) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +47,7 @@ from .banded_ramit import (
     workspace,
 )
 from .configuration_ramit import COMPUTATIONS, RamitConfig
-from .safe_files import InvalidWeightsError, check_weight_files, check_weight_values
+from .safe_files import InvalidWeightsError, check_weight_files, check_weight_values, stamp_safetensors_digest
 
 # The original clamps the learnt logit scale of cosine attention at log(1 / 0.01).
 _MAX_LOGIT_SCALE = math.log(100.0)
@@ -610,6 +611,14 @@ class RamitPreTrainedModel(PreTrainedModel):
                     "strict_weights=False to load anyway with those layers freshly initialised"
                 )
         return (model, info) if want_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, recording the SHA-256 of each weight file's data in its header, which
+        every load through the library verifies (`safe_files.check_safetensors_file`)."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        for path in Path(save_directory).glob("*.safetensors"):
+            stamp_safetensors_digest(path)
+        return result
 
     @property
     def computation(self) -> str:

@@ -8,6 +8,7 @@ the file holds and that it was refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -133,18 +134,55 @@ def _scan_pickles(stream) -> list[str] | None:
         parsed = True
 
 
+# The `__metadata__` entry of the safetensors files the library writes: the SHA-256 of their tensor data, so that a
+# file damaged after it was written (a bad disk, a broken transfer, an edit) is a named error rather than an image
+# restored with broken weights.
+DIGEST_KEY = "ramit_hf.sha256"
+
+
+def _read_safetensors_header(path: Path) -> tuple[int, dict]:
+    with open(path, "rb") as file:
+        (header_size,) = struct.unpack("<Q", file.read(8))
+        if header_size > path.stat().st_size - 8:
+            raise ValueError("header larger than the file")
+        header = json.loads(file.read(header_size))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header_size, header
+
+
+def _data_digest(path: Path, offset: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        file.seek(offset)
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stamp_safetensors_digest(path: str | os.PathLike) -> None:
+    """Record the SHA-256 of a `.safetensors` file's tensor data in its header (`DIGEST_KEY`), rewriting the file
+    atomically; `check_safetensors_file` verifies it on every load."""
+    path = Path(path)
+    header_size, header = _read_safetensors_header(path)
+    header.setdefault("__metadata__", {})[DIGEST_KEY] = _data_digest(path, 8 + header_size)
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    with open(path, "rb") as file:
+        file.seek(8 + header_size)
+        data = file.read()
+    temporary = path.with_name(f".{path.name}.digest")
+    temporary.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+    os.replace(temporary, path)
+
+
 def check_safetensors_file(path: str | os.PathLike) -> None:
-    """Read the header of a `.safetensors` file and check that the file holds every byte it announces."""
+    """Read the header of a `.safetensors` file and check that the file holds every byte it announces, that its
+    tensors are floating point, and, where the library recorded one, that its data still has its digest."""
     path = Path(path)
     size = path.stat().st_size
     try:
-        with open(path, "rb") as file:
-            (header_size,) = struct.unpack("<Q", file.read(8))
-            if header_size > size - 8:
-                raise ValueError("header larger than the file")
-            header = json.loads(file.read(header_size))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
+        header_size, header = _read_safetensors_header(path)
         entries = {key: entry for key, entry in header.items() if key != "__metadata__"}
         ends = [entry["data_offsets"][1] for entry in entries.values()]
         dtypes = {key: entry["dtype"] for key, entry in entries.items()}
@@ -160,6 +198,13 @@ def check_safetensors_file(path: str | os.PathLike) -> None:
     if size < expected:
         raise DamagedFileError(
             f"{path}: truncated safetensors file ({size:,} bytes of the {expected:,} its header announces)"
+        )
+    metadata = header.get("__metadata__")
+    recorded = metadata.get(DIGEST_KEY) if isinstance(metadata, dict) else None
+    if recorded is not None and recorded != _data_digest(path, 8 + header_size):
+        raise DamagedFileError(
+            f"{path}: the weights changed since ramit_hf wrote them (their SHA-256 differs from the one recorded in "
+            "the file): the file was damaged on disk or in transfer, or edited; download or convert it again"
         )
 
 
@@ -188,4 +233,5 @@ __all__ = [
     "check_weight_files",
     "check_weight_values",
     "load_torch_file",
+    "stamp_safetensors_digest",
 ]

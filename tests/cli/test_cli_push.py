@@ -66,6 +66,7 @@ def test_dry_run_writes_the_repository_folder(dry_run, capsys):
     assert (dry_run / "README.md").read_text() == committed.read_text()
     # the weights are the converted checkpoint's
     converted = load_model(checkpoint(SLIM_X2))
+    assert b'"ramit_hf.sha256"' in (dry_run / "model.safetensors").read_bytes()[:4096]  # verified on every load
     loaded = RamitForImageRestoration.from_pretrained(dry_run)
     for name, tensor in converted.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name

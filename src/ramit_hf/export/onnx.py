@@ -28,7 +28,16 @@ from ..atomic import write_bytes_atomic
 from ..configuration_ramit import preset_name
 from ..inference import load_model
 from ..modeling_ramit import RamitForImageRestoration
-from .metadata import INPUT_NAME, INSTALL_HINT, LIBRARY, OUTPUT_NAME, config_from_metadata
+from .metadata import (
+    DIGEST_KEY,
+    DIGEST_PLACEHOLDER,
+    INPUT_NAME,
+    INSTALL_HINT,
+    LIBRARY,
+    OUTPUT_NAME,
+    config_from_metadata,
+    stamp_digest,
+)
 from .onnxruntime import create_session, import_onnxruntime, runtime_errors
 
 # Opset 17 has LayerNormalization as one operator and is read by ONNX Runtime >= 1.13, TensorRT >= 8.6 and OpenVINO.
@@ -92,6 +101,7 @@ def build_metadata(config, dtype: str, opset: int) -> dict[str, str]:
         "opset": str(opset),
         "parameters": str(_parameter_count(config)),
         "config": config.to_json_string(use_diff=False),
+        DIGEST_KEY: DIGEST_PLACEHOLDER,  # filled in by `stamp_digest` once the file's bytes are final
     }
 
 
@@ -144,8 +154,9 @@ def export_onnx(
     proto = _with_metadata(data, build_metadata(reference.config, dtype, opset))
     data = proto.SerializeToString()
     max_error, shape = verify_onnx(data, reference, dtype)
+    data = stamp_digest(data)
     write_bytes_atomic(path, data, overwrite=overwrite)
-    metadata = {prop.key: prop.value for prop in proto.metadata_props}
+    metadata = {prop.key: prop.value for prop in import_onnx().load_from_string(data).metadata_props}
     return OnnxExport(path, opset, dtype, max_error, TOLERANCE[dtype], shape, metadata)
 
 
