@@ -218,3 +218,18 @@ def test_the_readmes_onnx_commands_run(tmp_path):
             )
             assert result.returncode == 0, (args, result.stderr[-3000:])
     assert Image.open(work / "outputs" / "birdx2.png").size == (288, 288)
+
+
+def test_an_opset_that_cannot_hold_the_graph_is_one_line(tmp_path, capfd, monkeypatch):
+    output = tmp_path / "model.onnx"
+    assert main(["export", str(checkpoint(SLIM_X2)), "-o", str(output), "--opset", "5"]) == 2
+    err = capfd.readouterr().err
+    assert "opset 5 cannot hold RAMiT's graph: choose one from 14" in err and len(err) < 400
+    # where the exporter itself fails, its dump of the graph (megabytes, written by C++) is not printed either
+    from ramit_hf.export import onnx as onnx_export
+
+    monkeypatch.setattr(onnx_export, "MIN_OPSET", 7)
+    assert main(["export", str(checkpoint(SLIM_X2)), "-o", str(output), "--opset", "9"]) == 2
+    err = capfd.readouterr().err
+    assert "the ONNX export failed at opset 9" in err and len(err) < 1000, err[:2000]
+    assert not output.exists()

@@ -13,9 +13,12 @@ The file is written atomically and carries `metadata_props` (see `build_metadata
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import os
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,8 @@ from .onnxruntime import create_session, import_onnxruntime, runtime_errors
 
 # Opset 17 has LayerNormalization as one operator and is read by ONNX Runtime >= 1.13, TensorRT >= 8.6 and OpenVINO.
 DEFAULT_OPSET = 17
+# scaled_dot_product_attention and padding by sizes computed in the graph need opset 14 (measured: 7 to 13 fail)
+MIN_OPSET = 14
 # Traced at a multiple of the padding multiple and verified at a size that needs padding on both axes.
 TRACE_SIZE = (64, 64)
 VERIFY_SIZE = (37, 53)
@@ -140,6 +145,12 @@ def export_onnx(
     import_onnx(), import_onnxruntime()  # both needed: fail before any work
     if dtype not in TOLERANCE:
         raise ValueError(f"unknown ONNX dtype {dtype!r}; choose one of {', '.join(TOLERANCE)}")
+    newest = import_onnx().defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(
+            f"opset {opset} cannot hold RAMiT's graph: choose one from {MIN_OPSET} (scaled_dot_product_attention "
+            f"and computed padding) to {newest} (the newest this onnx package knows); default {DEFAULT_OPSET}"
+        )
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (pass overwrite=True / --overwrite to replace it)")
@@ -165,7 +176,8 @@ def _export_bytes(model: torch.nn.Module, dtype: str, opset: int) -> bytes:
     example = torch.rand(1, model.config.num_channels, *TRACE_SIZE, generator=torch.Generator().manual_seed(0))
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        # the exporter's C++ side writes the whole TorchScript graph (megabytes) to the error stream on failure
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_error_stream():
             # the legacy exporter warns that it is legacy, and the tracer about the (static) channel check
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -182,8 +194,25 @@ def _export_bytes(model: torch.nn.Module, dtype: str, opset: int) -> bytes:
                 },
             )
     except Exception as error:  # the exporter raises many kinds (unsupported opset, operators, ...)
-        raise OnnxExportError(f"the ONNX export failed at opset {opset}: {type(error).__name__}: {error}") from None
+        # the first line says what failed; the rest is the exporter's dump of graph nodes
+        reason = (str(error).strip().splitlines() or [""])[0][:300]
+        raise OnnxExportError(f"the ONNX export failed at opset {opset}: {type(error).__name__}: {reason}") from None
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _quiet_error_stream():
+    """Send what C++ code writes to file descriptor 2 to a temporary file for the duration, so that an error
+    message is all a failed export prints."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def import_onnx():
