@@ -10,15 +10,21 @@ import torch
 from .image_processing_ramit import symmetric_pad
 
 
+def restore_padded(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The protocol itself, on the model's device and dtype: symmetric padding to the model's multiple, forward, crop
+    -> (B, C, H * s, W * s). Every way of running RAMiT on a whole image goes through it (`restore_whole`, spandrel's
+    call, the exported ONNX graph), so every app gets the pixels `ramit restore` writes."""
+    height, width = pixel_values.shape[-2:]
+    out = model(pixel_values=symmetric_pad(pixel_values, model.config.pad_multiple)).reconstruction
+    scale = model.config.upscale
+    return out[..., : height * scale, : width * scale]
+
+
 @torch.no_grad()
 def restore_whole(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) images in [0, 1] -> (B, C, H * s, W * s) restored, unclamped, float32 on the input's device."""
-    height, width = pixel_values.shape[-2:]
     device, dtype = model_placement(model)
-    padded = symmetric_pad(pixel_values.to(device, dtype), model.config.pad_multiple)
-    out = model(pixel_values=padded).reconstruction
-    scale = model.config.upscale
-    out = out[..., : height * scale, : width * scale]
+    out = restore_padded(model, pixel_values.to(device, dtype))
     if not bool(torch.isfinite(out).all()):
         # broken weights (or an input of absurd values) give NaN or infinity, which would be written as black
         bad = int((~torch.isfinite(out)).sum())
@@ -42,4 +48,4 @@ class NonFiniteOutputError(ValueError):
     """The model produced NaN or infinity: a result that must never be written as an image."""
 
 
-__all__ = ["NonFiniteOutputError", "model_placement", "restore_whole"]
+__all__ = ["NonFiniteOutputError", "model_placement", "restore_padded", "restore_whole"]

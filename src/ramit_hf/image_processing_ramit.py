@@ -17,15 +17,12 @@ _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 def symmetric_pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad the last two dims on the bottom/right to a multiple of `multiple`, as numpy's 'symmetric' mode does.
 
-    Mirrors including the edge pixel (a b c | c b a), and keeps mirroring for pads longer than the image.
+    Mirrors including the edge pixel (a b c | c b a), and keeps mirroring for pads longer than the image. Written
+    without branches on the sizes, so that an ONNX trace pads every size, not only the traced one.
     """
     height, width = x.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
-    if pad_h:
-        x = x.index_select(-2, _symmetric_index(height, height + pad_h, x.device))
-    if pad_w:
-        x = x.index_select(-1, _symmetric_index(width, width + pad_w, x.device))
-    return x
+    x = x.index_select(-2, _symmetric_index(height, height + (-height % multiple), x.device))
+    return x.index_select(-1, _symmetric_index(width, width + (-width % multiple), x.device))
 
 
 def _symmetric_index(size: int, padded: int, device) -> torch.Tensor:

@@ -621,6 +621,17 @@ class RamitPreTrainedModel(PreTrainedModel):
         return result
 
     @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @device.setter
+    def device(self, value: str | torch.device) -> None:
+        """Apps that manage where models live (ComfyUI's model patcher) assign `model.device` after moving a model;
+        transformers makes it read-only, which broke them. The parameters move there if they are elsewhere."""
+        if torch.device(value) != self.device:
+            self.to(value)
+
+    @property
     def computation(self) -> str:
         """The computation the next forward call runs for inputs on the model's device, under the current grad mode,
         training mode and autocast (see `resolve_computation`)."""

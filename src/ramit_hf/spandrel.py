@@ -31,6 +31,7 @@ import torch
 
 from .configuration_ramit import TASKS
 from .convert import CheckpointError, DetectedCheckpoint, detect_checkpoint
+from .forward import restore_padded
 from .modeling_ramit import RamitForImageRestoration
 
 ARCH_ID = "RAMiT"
@@ -46,8 +47,9 @@ SUPPORTS_BFLOAT16 = True
 
 
 def _restore(model: RamitForImageRestoration, image: torch.Tensor) -> torch.Tensor:
-    # spandrel's call: (B, C, H, W) in [0, 1] -> (B, C, H * scale, W * scale); the model pads and crops itself
-    return model(pixel_values=image, return_dict=True).reconstruction
+    # spandrel's call: (B, C, H, W) in [0, 1] -> (B, C, H * scale, W * scale), padded symmetrically as `ramit restore`
+    # pads (the model alone would zero-pad, which darkens the bottom and right borders)
+    return restore_padded(model, image)
 
 
 class RamitArch(Architecture[RamitForImageRestoration]):
@@ -87,7 +89,7 @@ class RamitArch(Architecture[RamitForImageRestoration]):
             scale=config.upscale,
             input_channels=config.num_channels,
             output_channels=config.num_channels,
-            # the model zero-pads to a multiple of 32 and crops inside: any size works, nothing to pad outside
+            # the call pads symmetrically to a multiple of 32 and crops: any size works, nothing to pad outside
             size_requirements=SizeRequirements(minimum=1),
             # channel attention sees the whole (tile) image: tiles differ slightly from whole-image output, with
             # equal quality and no seams with overlap (docs/inference.md)

@@ -29,6 +29,7 @@ import torch
 from .. import __version__
 from ..atomic import write_bytes_atomic
 from ..configuration_ramit import preset_name
+from ..forward import restore_padded
 from ..inference import load_model
 from ..modeling_ramit import RamitForImageRestoration
 from .metadata import (
@@ -74,14 +75,17 @@ class OnnxExport:
 
 
 class _Reconstruction(torch.nn.Module):
-    """The model as a function of one tensor returning one tensor, which is what the exporter traces."""
+    """What the exporter traces: the test-time protocol of `forward.restore_padded` (symmetric padding, forward,
+    crop) as a function of one tensor, so that apps running the graph on an image get the pixels `ramit restore`
+    writes (the model alone would zero-pad)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        self.config = model.config
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).reconstruction
+        return restore_padded(self.model, pixel_values)
 
 
 def build_metadata(config, dtype: str, opset: int) -> dict[str, str]:
@@ -101,7 +105,8 @@ def build_metadata(config, dtype: str, opset: int) -> dict[str, str]:
         "input_range": "[0, 1]",
         "input_layout": "NCHW",
         "padding_multiple": str(config.pad_multiple),
-        "padding": "zero, bottom and right, inside the graph; the output is cropped to (H * scale, W * scale)",
+        "padding": "symmetric (numpy's mode), bottom and right, inside the graph; the output is cropped to "
+        "(H * scale, W * scale)",
         "dtype": dtype,
         "opset": str(opset),
         "parameters": str(_parameter_count(config)),
@@ -231,6 +236,12 @@ def _with_metadata(data: bytes, metadata: dict[str, str]):
     del proto.metadata_props[:]
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
+    # the channels are fixed whatever the size: say so in the graph's signature, where apps (chaiNNer) read them;
+    # the crop would otherwise leave the output's channel dimension symbolic
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        channels = value.type.tensor_type.shape.dim[1]
+        channels.Clear()
+        channels.dim_value = int(metadata["channels"])
     proto.producer_name = LIBRARY
     proto.producer_version = metadata["library_version"]
     try:
@@ -247,7 +258,7 @@ def verify_onnx(data: bytes, model: torch.nn.Module, dtype: str) -> tuple[float,
     shape = (2, model.config.num_channels, *VERIFY_SIZE)
     images = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        expected = model(pixel_values=images).reconstruction.numpy()
+        expected = restore_padded(model, images).numpy()
     try:
         session = create_session(data, ["CPUExecutionProvider"])
         got = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy().astype(dtype)})[0].astype(np.float32)
