@@ -1,14 +1,17 @@
-"""Reading and writing image files: paths, http(s) URLs, EXIF orientation, 16-bit PNG, atomic writes.
+"""Reading and writing image files: paths, http(s) URLs, EXIF orientation, 16-bit and float images, atomic writes.
 
 Conventions: decoded pixels are numpy arrays, (H, W) for gray or (H, W, C) with C = 2 (gray + alpha), 3 (RGB) or
-4 (RGBA), of dtype uint8 or uint16 (16-bit PNGs keep all 16 bits) or float32 (PIL mode "F", as stored:
-`image_processing_ramit.stored_float_to_unit` brings them to [0, 1]), with the EXIF
+4 (RGBA), of dtype uint8 or uint16 (16-bit PNG, TIFF and PNM files keep all 16 bits) or float32 (float TIFFs and PIL
+mode "F", as stored: `image_processing_ramit.stored_float_to_unit` brings them to [0, 1]), with the EXIF
 orientation applied (rows top to bottom as a viewer shows them). `DecodedImage.mode` names the layout as PIL does
 ("L", "LA", "RGB", "RGBA").
 
 Pillow decodes 16-bit RGB(A) and gray+alpha PNGs to 8 bits, so 16-bit PNGs are decoded with `pypng` (pure Python,
 no compiled code, ~80 kB; imageio reads PNGs through Pillow and has the same limit, OpenCV would add ~60 MB). pypng
 unfilters in Python: about 1 s per megapixel for the slowest PNG filter, small next to restoring the image.
+Pillow also decodes 16-bit RGB(A) TIFFs to 8 bits and cannot open float RGB TIFFs, so TIFFs of more than 8 bits per
+sample or of float samples are read (and 16-bit and float images written as TIFF) with `tifffile` (pure Python on
+numpy); 16-bit PPM files, which Pillow also cuts to 8 bits, are read and written here (a header and raw samples).
 
 Also here, for every part of the package that reads image files (benchmarks, training data, `ramit restore`): the
 pixel-format conversions on decoded arrays (`to_gray_or_rgb`, `rgb_to_gray` exactly as OpenCV, `to_channels`).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import struct
 import urllib.error
 import urllib.request
@@ -46,6 +50,10 @@ _SIGNATURES = (
     (b"MM\x00*", "TIFF"),
     (b"RIFF", "WebP"),
 )
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
+# where `save_image` writes 16-bit pixels (as they are) and float32 pixels (other formats take 8 bits)
+SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff", ".ppm", ".pgm", ".pnm")
+FLOAT_EXTENSIONS = (".tif", ".tiff")
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the numpy operation that shows the image upright (as PIL's ImageOps.exif_transpose does).
 _ORIENT = {
@@ -74,6 +82,9 @@ class DecodedImage:
 
     @property
     def bit_depth(self) -> int:
+        """Bits per channel as decoded: 8, 16, or 32 for float pixels."""
+        if self.pixels.dtype.kind == "f":
+            return 32
         return 16 if self.pixels.dtype == np.uint16 else 8
 
     @property
@@ -109,7 +120,10 @@ def _check_budget(width: int, height: int, name: str, max_pixels: int | None) ->
 
 
 def _check_single_frame(image: Image.Image, name: str) -> None:
-    frames = getattr(image, "n_frames", 1)
+    _check_frames(getattr(image, "n_frames", 1), name)
+
+
+def _check_frames(frames: int, name: str) -> None:
     if frames > 1:
         raise ImageReadError(
             f"{name}: an animated or multi-page image ({frames} frames); only still images are restored, and "
@@ -145,11 +159,19 @@ def decode_image_bytes(data: bytes, name: str, max_pixels: int | None = None) ->
         width, height = struct.unpack(">II", data[16:24])
         _check_budget(width, height, name, max_pixels)
         return _decode_png16(data, name)
+    deep = None
+    if data.startswith(_TIFF_SIGNATURES):
+        deep = _decode_deep_tiff(data, name, max_pixels)
+    elif data.startswith((b"P5", b"P6")):
+        deep = _decode_deep_pnm(data, name, max_pixels)
+    if deep is not None:
+        return deep
     try:
         with pillow_bomb_check_off():  # the budget above is the check, from the header and before decoding
             image = Image.open(io.BytesIO(data))
             _check_budget(image.width, image.height, name, max_pixels)
             _check_single_frame(image, name)
+            _check_pillow_depth(image, name)
             image.load()
     except ImageReadError:
         raise
@@ -161,6 +183,127 @@ def decode_image_bytes(data: bytes, name: str, max_pixels: int | None = None) ->
     except Exception as error:  # decoders of damaged files raise OSError, SyntaxError, ValueError, zlib.error...
         raise ImageReadError(f"{name}: corrupt or truncated image ({type(error).__name__}: {error})") from None
     return _decode_pil(image, name)
+
+
+def _check_pillow_depth(image: Image.Image, name: str) -> None:
+    """Refuse a TIFF of more than 8 bits per sample that Pillow would cut to 8 bits (only where tifffile, which
+    reads them whole, is missing)."""
+    if image.format != "TIFF" or image.mode.startswith("I") or image.mode == "F":
+        return
+    bits = image.tag_v2.get(258, (8,))  # type: ignore[attr-defined]
+    bits = max(bits) if isinstance(bits, tuple) else bits
+    if bits > 8:
+        raise ImageReadError(
+            f"{name}: a {bits}-bit {image.mode} TIFF, which Pillow reads only at 8 bits; install tifffile "
+            "(pip install tifffile) to restore it at its depth"
+        )
+
+
+def _decode_deep_tiff(data: bytes, name: str, max_pixels: int | None) -> DecodedImage | None:
+    """A TIFF of more than 8 bits per sample or of float samples, read whole with tifffile; None for other TIFFs
+    (Pillow reads them) or where tifffile is not installed."""
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages.first
+            bits, float_samples = page.bitspersample, page.sampleformat == 3
+            if bits <= 8 and not float_samples:
+                return None
+            _check_budget(page.imagewidth, page.imagelength, name, max_pixels)
+            _check_frames(len(tif.pages), name)
+            what = f"a {bits}-bit {'float ' if float_samples else ''}TIFF"
+            photometric = int(page.photometric)
+            if photometric not in (1, 2):  # min-is-black, RGB
+                kind = getattr(page.photometric, "name", photometric)
+                raise ImageReadError(f"{name}: {what} in {kind} colour, which is not read (only gray and RGB)")
+            try:
+                pixels = page.asarray()
+            except (KeyError, ValueError) as error:
+                if "imagecodecs" in str(error) and page.samplesperpixel == 1 and bits == 16 and not float_samples:
+                    return None  # Pillow reads 16-bit gray with its own codecs (mode I;16)
+                if "imagecodecs" in str(error):
+                    codec = getattr(page.compression, "name", page.compression)
+                    raise ImageReadError(
+                        f"{name}: {what} compressed with {codec}, which needs the imagecodecs package to read "
+                        "(pip install imagecodecs)"
+                    ) from None
+                raise
+            axes = page.axes
+            tag = page.tags.get(274)
+            orientation = int(tag.value) if tag is not None else 1
+    except ImageReadError:
+        raise
+    except Exception as error:  # tifffile.TiffFileError, struct errors, codec errors of damaged strips...
+        raise ImageReadError(f"{name}: corrupt or truncated TIFF ({type(error).__name__}: {error})") from None
+    if axes == "SYX":  # planar configuration: one plane per sample
+        pixels = np.moveaxis(pixels, 0, -1)
+    elif axes not in ("YX", "YXS"):
+        raise ImageReadError(f"{name}: {what} with axes {axes}, which is not read (only one plane of samples)")
+    if pixels.size == 0:
+        raise ImageReadError(f"{name}: empty image ({page.imagewidth}x{page.imagelength} pixels)")
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if channels not in _MODE_OF_CHANNELS:
+        raise ImageReadError(f"{name}: {what} with {channels} samples per pixel (only 1 to 4 are read)")
+    if pixels.dtype.kind == "f":
+        pixels = pixels.astype(np.float32)
+    elif pixels.dtype != np.uint16 or bits < 16:
+        pixels = _integers_to_uint16(pixels, bits, name, what)
+    if orientation in _ORIENT:
+        pixels = _ORIENT[orientation](pixels)
+    return DecodedImage(np.ascontiguousarray(pixels), _MODE_OF_CHANNELS[channels], name)
+
+
+def _integers_to_uint16(pixels: np.ndarray, bits: int, name: str, what: str) -> np.ndarray:
+    """Integer samples of `bits` bits -> uint16 at full scale: 12-bit samples are scaled to 16 bits (so their white
+    stays white); 32-bit ones are kept where their values fit 16 bits, as PIL's mode "I" is."""
+    low, high = int(pixels.min()), int(pixels.max())
+    if bits < 16 and low >= 0:
+        return _scale_to_16_bits(pixels, (1 << bits) - 1)
+    if low < 0 or high > 65535:
+        raise ImageReadError(f"{name}: {what} with values in [{low}, {high}], outside 0..65535")
+    return pixels.astype(np.uint16)
+
+
+_PNM_NUMBER = re.compile(rb"(?:\s|#[^\r\n]*[\r\n])+(\d+)")
+
+
+def _decode_deep_pnm(data: bytes, name: str, max_pixels: int | None) -> DecodedImage | None:
+    """A binary PGM / PPM (P5 / P6) of more than 8 bits per sample (maxval above 255), which Pillow cuts to 8 bits,
+    at 16 bits (samples scaled to 0..65535 from their maxval); None for 8-bit files (Pillow reads them)."""
+    numbers, position = [], 2
+    for _ in range(3):  # width, height, maxval
+        match = _PNM_NUMBER.match(data, position)
+        if match is None:
+            return None  # Pillow names the problem
+        numbers.append(int(match[1]))
+        position = match.end()
+    width, height, top = numbers
+    if top <= 255:
+        return None
+    if top > 65535:
+        raise ImageReadError(f"{name}: corrupt PNM header (maxval {top}, above 65535)")
+    _check_budget(width, height, name, max_pixels)
+    channels = 1 if data[1:2] == b"5" else 3
+    count = width * height * channels
+    samples = data[position + 1 : position + 1 + 2 * count]  # one whitespace byte ends the header
+    if width == 0 or height == 0:
+        raise ImageReadError(f"{name}: empty image ({width}x{height} pixels)")
+    if len(samples) < 2 * count:
+        raise ImageReadError(
+            f"{name}: corrupt or truncated image (a PNM header, {len(samples):,} of {2 * count:,} bytes)"
+        )
+    pixels = np.frombuffer(samples, dtype=">u2").reshape((height, width, channels)[: 2 if channels == 1 else 3])
+    return DecodedImage(np.ascontiguousarray(_scale_to_16_bits(pixels, top)), _MODE_OF_CHANNELS[channels], name)
+
+
+def _scale_to_16_bits(pixels: np.ndarray, top: int) -> np.ndarray:
+    """Integer samples whose white is `top` -> uint16 whose white is 65535 (rounded), so that white stays white."""
+    if top == 65535:
+        return pixels.astype(np.uint16)
+    return ((np.minimum(pixels, top).astype(np.uint32) * 65535 + top // 2) // top).astype(np.uint16)
 
 
 @contextlib.contextmanager
@@ -271,25 +414,29 @@ def _png_exif_orientation(data: bytes) -> int:
 
 
 def save_image(image, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a PIL image or an (H, W[, C]) uint8/uint16 array to `path` atomically, in the format of its extension.
+    """Write a PIL image or an (H, W[, C]) uint8, uint16 or float32 array to `path` atomically, in the format of its
+    extension.
 
     The image goes to a temporary file beside `path` that is then renamed (`ramit_hf.atomic.write_file_atomic`), so
     an interrupted write never leaves a partial image. An existing `path` raises `FileExistsError` unless `overwrite`
-    (checked before encoding and again, atomically, when the file is put in place). 16-bit data needs a `.png` path
-    (written with pypng; gray, gray + alpha, RGB and RGBA). Parent folders are created.
+    (checked before encoding and again, atomically, when the file is put in place). 16-bit data needs one of
+    `SIXTEEN_BIT_EXTENSIONS` (PNG with pypng: gray, gray + alpha, RGB and RGBA; TIFF with tifffile; PGM / PPM),
+    float32 data a TIFF (`FLOAT_EXTENSIONS`); nothing is cut to 8 bits here. Parent folders are created.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if isinstance(image, Image.Image) and image.mode.startswith("I;16"):
         image = np.asarray(image).astype(np.uint16)
+    elif isinstance(image, Image.Image) and image.mode == "F":
+        image = np.asarray(image, dtype=np.float32)
     elif isinstance(image, Image.Image) and image.mode not in ("1", "L", "LA", "RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
     elif not isinstance(image, Image.Image):
         image = np.asarray(image)
-    sixteen = isinstance(image, np.ndarray) and image.dtype == np.uint16
-    if sixteen and suffix != ".png":
-        raise ValueError(f"{path}: 16-bit images can only be written as .png")
-    if not sixteen:
+    deep = isinstance(image, np.ndarray) and image.dtype in (np.uint16, np.float32)
+    if deep:
+        writer = _deep_writer(image, path)
+    else:
         format = Image.registered_extensions().get(suffix)
         if format is None:
             raise ValueError(f"{path}: unknown image extension {suffix!r}")
@@ -299,12 +446,63 @@ def save_image(image, path: str | os.PathLike, overwrite: bool = False) -> Path:
             raise ValueError(f"{path}: JPEG cannot store mode {image.mode}; use .png")
 
     def write(file) -> None:
-        if sixteen:
-            _write_png16(image, file)
+        if deep:
+            writer(image, file)
         else:
             image.save(file, format=format)
 
     return write_file_atomic(path, write, overwrite=overwrite)
+
+
+def _deep_writer(array: np.ndarray, path: Path):
+    """The writer of 16-bit or float32 pixels for `path`'s format; ValueError where the format cannot hold them."""
+    suffix = path.suffix.lower()
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    planes = 1 if array.ndim == 2 else array.shape[-1]
+    if array.ndim not in (2, 3) or planes not in _MODE_OF_CHANNELS:
+        raise ValueError(f"{path}: cannot write pixels of shape {array.shape} (expected H x W [x 1, 2, 3 or 4])")
+    if array.dtype == np.float32:
+        if suffix not in FLOAT_EXTENSIONS:
+            raise ValueError(f"{path}: float images can only be written as {' or '.join(FLOAT_EXTENSIONS)}")
+        return _write_tiff
+    if suffix not in SIXTEEN_BIT_EXTENSIONS:
+        raise ValueError(f"{path}: 16-bit images can only be written as {', '.join(SIXTEEN_BIT_EXTENSIONS)}")
+    if suffix in FLOAT_EXTENSIONS:
+        return _write_tiff
+    if suffix != ".png":
+        if planes not in (1, 3):
+            raise ValueError(f"{path}: PGM / PPM files hold gray or RGB, not {_MODE_OF_CHANNELS[planes]}; use .png")
+        return _write_pnm16
+    return _write_png16
+
+
+def _write_tiff(array: np.ndarray, file) -> None:
+    """16-bit or float32 pixels as a deflate-compressed TIFF (tifffile)."""
+    try:
+        import tifffile
+    except ImportError:
+        raise ValueError("writing 16-bit or float TIFFs needs the tifffile package (pip install tifffile)") from None
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    planes = 1 if array.ndim == 2 else array.shape[-1]
+    tifffile.imwrite(
+        file,
+        np.ascontiguousarray(array),
+        photometric="minisblack" if planes <= 2 else "rgb",
+        extrasamples=("unassalpha",) if planes in (2, 4) else None,
+        compression="zlib",
+        predictor=array.dtype == np.uint16,
+    )
+
+
+def _write_pnm16(array: np.ndarray, file) -> None:
+    """16-bit gray or RGB pixels as a binary PGM (P5) or PPM (P6) with maxval 65535."""
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    height, width = array.shape[:2]
+    file.write(f"P{5 if array.ndim == 2 else 6}\n{width} {height}\n65535\n".encode())
+    file.write(np.ascontiguousarray(array, dtype=">u2").tobytes())
 
 
 def _array_to_pil(array: np.ndarray, path: Path) -> Image.Image:
@@ -368,6 +566,8 @@ def to_channels(image: np.ndarray, num_channels: int) -> np.ndarray:
 
 
 __all__ = [
+    "FLOAT_EXTENSIONS",
+    "SIXTEEN_BIT_EXTENSIONS",
     "DecodedImage",
     "ImageReadError",
     "decode_image_bytes",

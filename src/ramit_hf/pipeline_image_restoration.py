@@ -44,7 +44,7 @@ class ImageRestorationPipeline(Pipeline):
     float, floats scaled like the image processor does, i.e. by 1/255 unless `do_rescale=False`), or a list of these
     (a 4-D array is a batch). Float images from files or in PIL mode "F" carry no white level: values within [0, 1]
     are taken as they are, values within [0, 255] as 8-bit levels, others are an error. Paths, URLs and PIL images
-    are turned upright by their EXIF orientation; 16-bit PNGs keep all 16 bits.
+    are turned upright by their EXIF orientation; 16-bit PNG, TIFF and PNM files keep all 16 bits.
 
     Output: per input, a PIL image (or an HWC array with `output_type="np"`) in the input's mode. Gray input to a
     color model is restored as RGB and returned as L (BT.601 luma); color input to a gray model is restored as its
@@ -59,7 +59,8 @@ class ImageRestorationPipeline(Pipeline):
         batch_size (`int`, defaults to 1): consecutive inputs of the same size are restored together.
         output_type (`str`, defaults to `"pil"`): `"pil"` or `"np"` (uint8/uint16 HWC array, HW for gray).
         bit_depth (`int` or `"auto"`, defaults to 8): 8 or 16 bits per channel; `"auto"` follows the input (16 for
-            16-bit images). PIL holds 16 bits only for gray images (mode I;16): use `output_type="np"` otherwise.
+            16-bit images; float32 in [0, 1] for float images and float TIFFs). PIL holds 16 bits and float only for
+            gray images (modes I;16 and F): use `output_type="np"` otherwise.
         do_rescale (`bool`, *optional*): the image processor's `do_rescale`, for float arrays already in [0, 1].
         timeout (`float`, defaults to 10): seconds to wait for a URL.
 
@@ -239,6 +240,8 @@ class ImageRestorationPipeline(Pipeline):
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from None
             bit_depth = 16 if str(image.dtype) in ("uint16", "torch.uint16") else 8
+            if image.dtype.is_floating_point if isinstance(image, torch.Tensor) else image.dtype.kind == "f":
+                bit_depth = 32
             height, width = array.shape[-2:]
             if max_pixels and height * width > max_pixels:
                 raise ValueError(
@@ -289,12 +292,17 @@ class ImageRestorationPipeline(Pipeline):
             alpha = _resize_alpha(model_outputs["alpha"], image.shape[-2:])
             image = torch.cat([image, alpha])
         bits = model_outputs["input_bit_depth"] if bit_depth == "auto" else bit_depth
-        array = to_integer_image(image, bits, as_pil=False)
+        if bits == 32:  # float in, float out: values in [0, 1], as float TIFFs hold them
+            array = image.clamp(0, 1).numpy().transpose(1, 2, 0)
+            array = np.ascontiguousarray(array[..., 0] if array.shape[-1] == 1 else array)
+        else:
+            array = to_integer_image(image, bits, as_pil=False)
         if output_type == "np":
             return array
-        if bits == 16 and array.ndim == 3:
+        if bits > 8 and array.ndim == 3:
+            kind = "float" if bits == 32 else "16-bit"
             raise ValueError(
-                f"PIL cannot hold 16-bit {mode} images; use output_type='np' (or bit_depth=8) for this input"
+                f"PIL cannot hold {kind} {mode} images; use output_type='np' (or bit_depth=8) for this input"
             )
         return Image.fromarray(array)
 

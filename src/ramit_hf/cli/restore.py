@@ -2,7 +2,8 @@
 
 Inputs are files, folders (searched recursively for images) and glob patterns; each output keeps its input's path
 relative to the folder or the pattern's fixed prefix (a file given by itself: its name), under the output folder.
-Lossless formats keep their extension, lossy ones (JPEG, WebP) are written as PNG; 16-bit PNGs stay 16-bit.
+Lossless formats keep their extension, lossy ones (JPEG, WebP) are written as PNG; 16-bit PNG, TIFF and PNM files
+stay 16-bit, float TIFFs stay float.
 Every output is written atomically and never over an existing file unless --overwrite. Failures are listed at the end
 (exit status 1) while the other images are still written.
 
@@ -50,8 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--bit-depth",
         choices=("auto", "8", "16"),
         default="auto",
-        help="bits per channel of the outputs: auto (default) keeps 16-bit PNGs 16-bit; 16 writes every output as "
-        "16-bit PNG",
+        help="bits per channel of the outputs: auto (default) keeps 16-bit PNG, TIFF and PNM files 16-bit and float "
+        "TIFFs float; 16 writes every output at 16 bits (as PNG where its format holds only 8)",
     )
     parser.add_argument(
         "--max-pixels",
@@ -141,11 +142,13 @@ def _has_magic(text: str) -> bool:
 
 
 def output_name(relative: Path, bit_depth: str) -> Path:
-    """Lossless formats keep their extension; lossy ones, and every output with --bit-depth 16, become .png."""
+    """Lossless formats keep their extension; lossy ones, and with --bit-depth 16 those that hold only 8 bits,
+    become .png."""
     from ..image_files import LOSSLESS_EXTENSIONS
+    from ..image_io import SIXTEEN_BIT_EXTENSIONS
 
     suffix = relative.suffix.lower()
-    if bit_depth == "16" or suffix not in LOSSLESS_EXTENSIONS:
+    if (bit_depth == "16" and suffix not in SIXTEEN_BIT_EXTENSIONS) or suffix not in LOSSLESS_EXTENSIONS:
         return relative.with_suffix(".png") if suffix else relative.with_name(relative.name + ".png")
     return relative
 
@@ -179,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     if args.overwrite and args.skip_existing:
         return fail("restore", "--overwrite and --skip-existing contradict each other")
     from ..image_files import IMAGE_EXTENSIONS
+    from ..image_io import SIXTEEN_BIT_EXTENSIONS
 
     output = Path(args.output).expanduser()
     for spec in args.inputs:
@@ -200,8 +204,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(
             "restore", f"{output} is a file; -o must be a folder (or, for a single input file, an image file name)"
         )
-    if single_file and args.bit_depth == "16" and output.suffix.lower() != ".png":
-        return fail("restore", f"--bit-depth 16 needs a .png output, not {output}")
+    if single_file and args.bit_depth == "16" and output.suffix.lower() not in SIXTEEN_BIT_EXTENSIONS:
+        return fail("restore", f"--bit-depth 16 needs a {', '.join(SIXTEEN_BIT_EXTENSIONS)} output, not {output}")
     try:
         plan = plan_outputs(items, output, args.bit_depth, args.overwrite, args.skip_existing, single_file)
     except ValueError as error:
@@ -326,10 +330,17 @@ def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, l
 
 
 def _fit_bit_depth(array, output: Path):
-    """16-bit results go to PNG as they are; other formats get 8 bits (rounded, as the 8-bit path rounds)."""
+    """16-bit and float results go as they are to the formats that hold them (`image_io.SIXTEEN_BIT_EXTENSIONS`,
+    `FLOAT_EXTENSIONS`); where the output's format holds less (an output file named by the user), float becomes
+    16-bit and 16-bit becomes 8-bit, rounded as the 8-bit path rounds."""
     import numpy as np
 
-    if array.dtype == np.uint16 and output.suffix.lower() != ".png":
+    from ..image_io import FLOAT_EXTENSIONS, SIXTEEN_BIT_EXTENSIONS
+
+    suffix = output.suffix.lower()
+    if array.dtype == np.float32 and suffix not in FLOAT_EXTENSIONS:
+        array = np.round(np.clip(array, 0, 1) * 65535).astype(np.uint16)
+    if array.dtype == np.uint16 and suffix not in SIXTEEN_BIT_EXTENSIONS:
         return np.round(array / 257.0).astype(np.uint8)
     return array
 

@@ -1,0 +1,120 @@
+"""What a restored file keeps of its input: bit depth (16-bit and float files are restored at their depth, never cut
+to 8 bits without a word)."""
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from conftest import small_config
+from PIL import Image
+
+from ramit_hf import RamitForImageRestoration
+from ramit_hf.cli import main
+from ramit_hf.convert import save_model_folder
+from ramit_hf.image_io import ImageReadError, load_image, save_image
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_model_folder(RamitForImageRestoration(small_config()), tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def deep_rgb() -> np.ndarray:
+    """16-bit RGB pixels with detail below the 8-bit levels (a smooth ramp and noise)."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 60000, 24 * 20, dtype=np.float64).reshape(20, 24, 1)
+    return np.clip(ramp + rng.normal(0, 300, (20, 24, 3)), 0, 65535).astype(np.uint16)
+
+
+def _restore(*args) -> int:
+    return main(["restore", *map(str, args), "--quiet"])
+
+
+@pytest.mark.parametrize("layout", ["rgb", "gray", "rgba", "planar"])
+def test_16_bit_tiffs_are_restored_at_16_bits_as_16_bit_pngs_are(tmp_path, tiny, deep_rgb, layout):
+    pixels = {"rgb": deep_rgb, "gray": deep_rgb[..., 0], "rgba": np.dstack([deep_rgb, deep_rgb[..., :1]])}.get(
+        layout, deep_rgb
+    )
+    (tmp_path / "in").mkdir()
+    if layout == "planar":  # one plane per sample
+        tifffile.imwrite(
+            tmp_path / "in" / "photo.tif", np.moveaxis(pixels, -1, 0), photometric="rgb", planarconfig="separate"
+        )
+    else:
+        photometric = "minisblack" if pixels.ndim == 2 else "rgb"
+        tifffile.imwrite(tmp_path / "in" / "photo.tif", pixels, photometric=photometric, compression="zlib")
+    save_image(pixels, tmp_path / "png" / "photo.png")
+    assert load_image(tmp_path / "in" / "photo.tif").bit_depth == 16
+    assert _restore(tmp_path / "in" / "photo.tif", "-o", tmp_path / "out", "--model", tiny) == 0
+    assert _restore(tmp_path / "png" / "photo.png", "-o", tmp_path / "out", "--model", tiny) == 0
+    restored = tifffile.imread(tmp_path / "out" / "photo.tif")
+    assert restored.dtype == np.uint16 and restored.shape[:2] == (40, 48)
+    assert np.array_equal(restored, load_image(tmp_path / "out" / "photo.png").pixels)
+
+
+def test_float_tiffs_are_read_and_restored_as_float(tmp_path, tiny, deep_rgb):
+    unit = deep_rgb.astype(np.float32) / 65535
+    tifffile.imwrite(tmp_path / "float.tif", unit, photometric="rgb")  # float RGB: Pillow cannot open it
+    tifffile.imwrite(tmp_path / "gray.tif", unit[..., 0])
+    decoded = load_image(tmp_path / "float.tif")
+    assert decoded.pixels.dtype == np.float32 and decoded.mode == "RGB" and np.array_equal(decoded.pixels, unit)
+    assert _restore(tmp_path / "float.tif", tmp_path / "gray.tif", "-o", tmp_path / "out", "--model", tiny) == 0
+    for name, shape in (("float.tif", (40, 48, 3)), ("gray.tif", (40, 48))):
+        restored = tifffile.imread(tmp_path / "out" / name)
+        assert restored.dtype == np.float32 and restored.shape == shape
+        assert restored.min() >= 0 and restored.max() <= 1
+    # the same image as 16-bit PNG gives the same result to 16-bit precision
+    save_image(deep_rgb, tmp_path / "png" / "float.png")
+    assert _restore(tmp_path / "png" / "float.png", "-o", tmp_path / "out", "--model", tiny) == 0
+    sixteen = load_image(tmp_path / "out" / "float.png").pixels / 65535
+    assert np.abs(tifffile.imread(tmp_path / "out" / "float.tif") - sixteen).max() < 2e-4
+
+
+def test_deep_ppm_and_pgm_files_keep_their_depth_and_white(tmp_path, tiny, deep_rgb):
+    # a 16-bit PPM, which Pillow reads at 8 bits
+    (tmp_path / "photo.ppm").write_bytes(b"P6\n24 20\n65535\n" + deep_rgb.astype(">u2").tobytes())
+    assert np.array_equal(load_image(tmp_path / "photo.ppm").pixels, deep_rgb)
+    assert _restore(tmp_path / "photo.ppm", "-o", tmp_path / "out", "--model", tiny) == 0
+    assert load_image(tmp_path / "out" / "photo.ppm").pixels.dtype == np.uint16
+    # 12-bit samples (maxval 4095): white stays white at 16 bits
+    twelve = (deep_rgb >> 4).astype(np.uint16)
+    (tmp_path / "twelve.pgm").write_bytes(b"P5\n24 20\n4095\n" + twelve[..., 0].astype(">u2").tobytes())
+    decoded = load_image(tmp_path / "twelve.pgm").pixels
+    assert decoded.dtype == np.uint16 and np.abs(decoded.astype(int) - deep_rgb[..., 0]).max() <= 17
+
+
+def test_deep_files_that_cannot_be_read_whole_are_refused_by_name(tmp_path, deep_rgb):
+    tifffile.imwrite(tmp_path / "cmyk.tif", np.dstack([deep_rgb, deep_rgb[..., :1]]), photometric="separated")
+    with pytest.raises(ImageReadError, match=r"cmyk.tif: a 16-bit TIFF in SEPARATED colour, which is not read"):
+        load_image(tmp_path / "cmyk.tif")
+    data = (tmp_path / "cmyk.tif").read_bytes()
+    # LZW without the imagecodecs package: 16-bit gray is read by Pillow at 16 bits, 16-bit RGB is refused by name
+    Image.fromarray(deep_rgb[..., 0]).save(tmp_path / "lzw.tif", compression="tiff_lzw")
+    assert np.array_equal(load_image(tmp_path / "lzw.tif").pixels, deep_rgb[..., 0])
+    tifffile.imwrite(tmp_path / "cut.tif", deep_rgb, photometric="rgb", compression="zlib")
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "cut.tif").read_bytes()[:-300])
+    with pytest.raises(ImageReadError, match=r"cut.tif: corrupt or truncated TIFF"):
+        load_image(tmp_path / "cut.tif")
+    (tmp_path / "cut.ppm").write_bytes(b"P6\n24 20\n65535\n" + deep_rgb.astype(">u2").tobytes()[:100])
+    with pytest.raises(ImageReadError, match=r"cut.ppm: corrupt or truncated image \(a PNM header"):
+        load_image(tmp_path / "cut.ppm")
+    assert data  # the CMYK file exists and is a TIFF
+    # a 16-bit output to a format that holds 8 bits is refused by save_image, not cut
+    with pytest.raises(ValueError, match=r"16-bit images can only be written as .png, .tif"):
+        save_image(deep_rgb, tmp_path / "x.bmp")
+    with pytest.raises(ValueError, match=r"float images can only be written as .tif"):
+        save_image(deep_rgb.astype(np.float32), tmp_path / "x.png")
+
+
+def test_the_pipeline_returns_float_and_16_bit_images_at_their_depth(tmp_path, tiny, deep_rgb):
+    from transformers import pipeline
+
+    pipe = pipeline("image-restoration", model=str(tiny))
+    tifffile.imwrite(tmp_path / "deep.tif", deep_rgb, photometric="rgb")
+    assert pipe(str(tmp_path / "deep.tif"), output_type="np", bit_depth="auto").dtype == np.uint16
+    unit = deep_rgb.astype(np.float32) / 65535
+    restored = pipe(unit, output_type="np", bit_depth="auto", do_rescale=False)
+    assert restored.dtype == np.float32 and restored.shape == (40, 48, 3)
+    assert pipe(unit[..., 0], bit_depth="auto", do_rescale=False).mode == "F"
