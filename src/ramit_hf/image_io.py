@@ -30,7 +30,8 @@ import re
 import struct
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,13 +73,91 @@ class ImageReadError(ValueError):
     """An input that cannot be read as an image; the message names the input and the problem."""
 
 
+_EXIF_IFD = 0x8769
+_EXIF_PIXEL_SIZE = (0xA002, 0xA003)  # PixelXDimension, PixelYDimension, in the Exif IFD
+_TIFF_PIXEL_SIZE = (0x0100, 0x0101)  # ImageWidth, ImageLength, in IFD0
+
+
+@dataclass
+class ImageMetadata:
+    """What an image file says about itself besides its pixels, as kept in restored files: the ICC colour profile, the
+    EXIF block (orientation reset to upright, since the pixels are turned upright when read), the resolution in dots
+    per inch, PNG colour chunks (sRGB, gamma, chromaticity) and PNG text chunks."""
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    png_colour: dict = field(default_factory=dict)
+    text: dict[str, str] = field(default_factory=dict)
+
+    def for_output(self, width: int, height: int, scale: float) -> ImageMetadata:
+        """The metadata of a restored image of `width` x `height` pixels, `scale` times the input per side: the DPI
+        scaled with it (so the printed size stays), the EXIF pixel sizes updated."""
+        dpi = None if self.dpi is None else (self.dpi[0] * scale, self.dpi[1] * scale)
+        exif = self.exif
+        if exif:
+            parsed = Image.Exif()
+            parsed.load(exif)
+            for tags, ifd in ((_TIFF_PIXEL_SIZE, parsed), (_EXIF_PIXEL_SIZE, parsed.get_ifd(_EXIF_IFD))):
+                for tag, value in zip(tags, (width, height), strict=True):
+                    if tag in ifd:
+                        ifd[tag] = value
+            exif = parsed.tobytes()
+        return replace(self, dpi=dpi, exif=exif)
+
+    def pil_info(self) -> dict:
+        """As PIL's `Image.info` holds it (what `Image.open` gives, and what PNG saving takes from)."""
+        info: dict = {**self.text, **self.png_colour}
+        for key, value in (("icc_profile", self.icc_profile), ("exif", self.exif), ("dpi", self.dpi)):
+            if value is not None:
+                info[key] = value
+        return info
+
+
+def metadata_of(image: Image.Image) -> tuple[ImageMetadata, int]:
+    """(the metadata of an opened PIL image, its EXIF orientation), read without decoding the pixels; the EXIF block
+    kept has its orientation reset to 1, the DPI is swapped where the orientation turns the image by 90 degrees."""
+    info = image.info
+    orientation, exif = 1, None
+    if info.get("exif"):  # JPEG, PNG, WebP (a TIFF's own tags are not an EXIF block)
+        with contextlib.suppress(Exception):  # a malformed block is left out, not kept half-read
+            parsed = Image.Exif()
+            parsed.load(info["exif"])
+            orientation = int(parsed.get(_EXIF_ORIENTATION, 1) or 1)
+            if _EXIF_ORIENTATION in parsed:
+                parsed[_EXIF_ORIENTATION] = 1
+            parsed.get_ifd(_EXIF_IFD)  # loaded, so that it is written back
+            exif = parsed.tobytes()
+    if image.format == "TIFF":
+        with contextlib.suppress(Exception):
+            orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    dpi = None
+    with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
+        x, y = (float(value) for value in info["dpi"])
+        if x > 0 and y > 0:
+            dpi = (y, x) if orientation in (5, 6, 7, 8) else (x, y)
+    png = image.format in ("PNG", None)  # None: made in memory, e.g. the pipeline's outputs
+    text = {
+        key: str(value)
+        for key, value in info.items()
+        if png
+        and isinstance(key, str)
+        and isinstance(value, str)
+        and not key.lower().startswith("raw profile type")  # ImageMagick's EXIF
+    }
+    colour = {key: info[key] for key in ("srgb", "gamma", "chromaticity") if png and key in info}
+    return ImageMetadata(info.get("icc_profile") or None, exif, dpi, colour, text), orientation
+
+
 @dataclass
 class DecodedImage:
-    """Pixels of one image (see the module docstring for the layout), its PIL-style mode and where it came from."""
+    """Pixels of one image (see the module docstring for the layout), its PIL-style mode, where it came from and
+    what its file says about itself (`metadata`)."""
 
     pixels: np.ndarray
     mode: str
     source: str
+    metadata: ImageMetadata = field(default_factory=ImageMetadata)
 
     @property
     def bit_depth(self) -> int:
@@ -232,8 +311,10 @@ def _decode_deep_tiff(data: bytes, name: str, max_pixels: int | None) -> Decoded
                     ) from None
                 raise
             axes = page.axes
-            tag = page.tags.get(274)
-            orientation = int(tag.value) if tag is not None else 1
+            tags = {tag: page.tags[tag].value for tag in (274, 282, 283, 296, 34675) if tag in page.tags}
+            orientation = int(tags.get(274, 1))
+            icc_profile = bytes(tags[34675]) if 34675 in tags else None
+            dpi = _tiff_dpi(tags)
     except ImageReadError:
         raise
     except Exception as error:  # tifffile.TiffFileError, struct errors, codec errors of damaged strips...
@@ -253,7 +334,20 @@ def _decode_deep_tiff(data: bytes, name: str, max_pixels: int | None) -> Decoded
         pixels = _integers_to_uint16(pixels, bits, name, what)
     if orientation in _ORIENT:
         pixels = _ORIENT[orientation](pixels)
-    return DecodedImage(np.ascontiguousarray(pixels), _MODE_OF_CHANNELS[channels], name)
+    metadata, _ = _header_metadata(data)  # Pillow opens 16-bit TIFFs (not float RGB ones) without decoding them
+    metadata.icc_profile = metadata.icc_profile or icc_profile
+    metadata.dpi = metadata.dpi or dpi
+    return DecodedImage(np.ascontiguousarray(pixels), _MODE_OF_CHANNELS[channels], name, metadata)
+
+
+def _tiff_dpi(tags: dict) -> tuple[float, float] | None:
+    """Dots per inch from TIFF tags XResolution (282), YResolution (283) and ResolutionUnit (296: 2 inch, 3 cm)."""
+    unit = {2: 1.0, 3: 2.54}.get(int(tags.get(296, 2)))
+    try:
+        x, y = (float(tags[tag][0]) / float(tags[tag][1]) for tag in (282, 283))
+    except (KeyError, TypeError, IndexError, ValueError, ZeroDivisionError):
+        return None
+    return (x * unit, y * unit) if unit and x > 0 and y > 0 else None
 
 
 def _integers_to_uint16(pixels: np.ndarray, bits: int, name: str, what: str) -> np.ndarray:
@@ -346,6 +440,7 @@ def _download(url: str, timeout: float) -> bytes:
 def _decode_pil(image: Image.Image, name: str) -> DecodedImage:
     if image.width == 0 or image.height == 0:
         raise ImageReadError(f"{name}: empty image ({image.width}x{image.height} pixels)")
+    metadata, _ = metadata_of(image)  # before the orientation is applied (and removed from the image's EXIF)
     try:
         image = ImageOps.exif_transpose(image)
     except Exception as error:  # a malformed EXIF block should not hide the pixels
@@ -369,7 +464,7 @@ def _decode_pil(image: Image.Image, name: str) -> DecodedImage:
         has_alpha = "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info
         mode = "RGBA" if has_alpha else "RGB"
         pixels = np.asarray(image.convert(mode))
-    return DecodedImage(np.ascontiguousarray(pixels), mode, name)
+    return DecodedImage(np.ascontiguousarray(pixels), mode, name, metadata)
 
 
 def _decode_png16(data: bytes, name: str) -> DecodedImage:
@@ -387,44 +482,49 @@ def _decode_png16(data: bytes, name: str) -> DecodedImage:
     pixels = np.frombuffer(values, dtype=np.uint16).reshape(height, width, planes)
     if planes == 1:
         pixels = pixels[..., 0]
-    orientation = _png_exif_orientation(data)
+    metadata, orientation = _header_metadata(data)
     if orientation in _ORIENT:
         pixels = _ORIENT[orientation](pixels)
-    return DecodedImage(np.ascontiguousarray(pixels), _MODE_OF_CHANNELS[planes], name)
+    return DecodedImage(np.ascontiguousarray(pixels), _MODE_OF_CHANNELS[planes], name, metadata)
 
 
-def _png_exif_orientation(data: bytes) -> int:
-    """The EXIF orientation stored in a PNG's eXIf chunk (1, i.e. upright, when there is none)."""
-    offset = len(_PNG_SIGNATURE)
-    while offset + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        kind = data[offset + 4 : offset + 8]
-        if kind == b"eXIf":
-            exif = Image.Exif()
-            try:
-                exif.load(data[offset + 8 : offset + 8 + length])
-            except Exception:
-                return 1
-            return int(exif.get(_EXIF_ORIENTATION, 1) or 1)
-        if kind in (b"IDAT", b"IEND"):
-            # the PNG spec puts eXIf before the image data
-            return 1
-        offset += 12 + length
-    return 1
+def _header_metadata(data: bytes) -> tuple[ImageMetadata, int]:
+    """`metadata_of` the file in `data` as Pillow opens it (its header, not its pixels), for the files decoded by
+    other means; none where Pillow cannot open it."""
+    try:
+        with pillow_bomb_check_off():
+            return metadata_of(Image.open(io.BytesIO(data)))
+    except Exception:
+        return ImageMetadata(), 1
 
 
-def save_image(image, path: str | os.PathLike, overwrite: bool = False) -> Path:
+def save_image(
+    image,
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    metadata: ImageMetadata | None = None,
+    quality: int | None = None,
+) -> Path:
     """Write a PIL image or an (H, W[, C]) uint8, uint16 or float32 array to `path` atomically, in the format of its
-    extension.
+    extension, with `metadata` (default: a PIL image's own `info`) as far as the format holds it.
 
     The image goes to a temporary file beside `path` that is then renamed (`ramit_hf.atomic.write_file_atomic`), so
     an interrupted write never leaves a partial image. An existing `path` raises `FileExistsError` unless `overwrite`
     (checked before encoding and again, atomically, when the file is put in place). 16-bit data needs one of
     `SIXTEEN_BIT_EXTENSIONS` (PNG with pypng: gray, gray + alpha, RGB and RGBA; TIFF with tifffile; PGM / PPM),
-    float32 data a TIFF (`FLOAT_EXTENSIONS`); nothing is cut to 8 bits here. Parent folders are created.
+    float32 data a TIFF (`FLOAT_EXTENSIONS`); nothing is cut to 8 bits here. `quality` (1-100, default 95) is for
+    JPEG and WebP. Parent folders are created.
+
+    Kept: the ICC profile (PNG, JPEG, WebP, TIFF), EXIF (PNG, JPEG, WebP), DPI (PNG, JPEG, TIFF, BMP), PNG colour
+    and text chunks (PNG).
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if metadata is None and isinstance(image, Image.Image):
+        metadata = metadata_of(image)[0]
+    metadata = metadata or ImageMetadata()
+    if quality is not None and not (isinstance(quality, int) and 1 <= quality <= 100):
+        raise ValueError(f"{path}: quality must be a whole number from 1 to 100, got {quality!r}")
     if isinstance(image, Image.Image) and image.mode.startswith("I;16"):
         image = np.asarray(image).astype(np.uint16)
     elif isinstance(image, Image.Image) and image.mode == "F":
@@ -433,9 +533,11 @@ def save_image(image, path: str | os.PathLike, overwrite: bool = False) -> Path:
         image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
     elif not isinstance(image, Image.Image):
         image = np.asarray(image)
-    deep = isinstance(image, np.ndarray) and image.dtype in (np.uint16, np.float32)
-    if deep:
-        writer = _deep_writer(image, path)
+    if isinstance(image, np.ndarray) and image.dtype in (np.uint16, np.float32):
+        deep_writer = _deep_writer(image, path)
+
+        def write(file) -> None:
+            deep_writer(image, file, metadata)
     else:
         format = Image.registered_extensions().get(suffix)
         if format is None:
@@ -444,14 +546,72 @@ def save_image(image, path: str | os.PathLike, overwrite: bool = False) -> Path:
             image = _array_to_pil(image, path)
         if format == "JPEG" and image.mode not in ("L", "RGB"):
             raise ValueError(f"{path}: JPEG cannot store mode {image.mode}; use .png")
+        options = _pillow_options(format, metadata, quality)
 
-    def write(file) -> None:
-        if deep:
-            writer(image, file)
-        else:
-            image.save(file, format=format)
+        def write(file) -> None:
+            if format == "PNG":
+                _write_png(lambda buffer: image.save(buffer, format="PNG", **options), file, metadata)
+            else:
+                image.save(file, format=format, **options)
 
     return write_file_atomic(path, write, overwrite=overwrite)
+
+
+def _pillow_options(format: str, metadata: ImageMetadata, quality: int | None) -> dict:
+    """Pillow's save options that carry `metadata` into `format` (PNG's chunks are written by `_write_png`)."""
+    keep = {
+        "JPEG": ("icc_profile", "exif", "dpi"),
+        "WEBP": ("icc_profile", "exif"),
+        "TIFF": ("icc_profile", "dpi"),
+        "BMP": ("dpi",),
+    }.get(format, ())
+    values: dict = {"icc_profile": metadata.icc_profile, "exif": metadata.exif, "dpi": metadata.dpi}
+    options = {key: values[key] for key in keep if values[key] is not None}
+    if format == "PNG":
+        options = {"icc_profile": None, "exif": None}  # not from the image's own info: `_write_png` writes them
+    if format in ("JPEG", "WEBP"):
+        options["quality"] = 95 if quality is None else quality
+    return options
+
+
+def _write_png(encode, file, metadata: ImageMetadata) -> None:
+    """A PNG from `encode(buffer)` (which writes one without metadata), with `metadata`'s chunks after its header."""
+    buffer = io.BytesIO()
+    encode(buffer)
+    data = buffer.getbuffer()
+    header_end = len(_PNG_SIGNATURE) + 8 + 13 + 4  # IHDR is the first chunk, 13 bytes long
+    file.write(data[:header_end])
+    file.write(_png_metadata_chunks(metadata))
+    file.write(data[header_end:])
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_metadata_chunks(metadata: ImageMetadata) -> bytes:
+    chunks = []
+    if metadata.icc_profile:
+        chunks.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(metadata.icc_profile)))
+    elif metadata.png_colour.get("srgb") is not None:
+        chunks.append(_png_chunk(b"sRGB", bytes([int(metadata.png_colour["srgb"]) & 3])))
+    if metadata.png_colour.get("gamma"):
+        chunks.append(_png_chunk(b"gAMA", struct.pack(">I", round(float(metadata.png_colour["gamma"]) * 100000))))
+    chromaticity = metadata.png_colour.get("chromaticity")
+    if chromaticity and len(chromaticity) == 8:
+        chunks.append(_png_chunk(b"cHRM", struct.pack(">8I", *(round(float(v) * 100000) for v in chromaticity))))
+    if metadata.dpi:
+        per_metre = (round(value / 0.0254) for value in metadata.dpi)
+        chunks.append(_png_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1)))
+    if metadata.exif:
+        chunks.append(_png_chunk(b"eXIf", metadata.exif.removeprefix(b"Exif\x00\x00")))
+    for key, value in metadata.text.items():
+        name = key.encode("latin-1", "replace")[:79]
+        try:
+            chunks.append(_png_chunk(b"tEXt", name + b"\x00" + value.encode("latin-1")))
+        except UnicodeEncodeError:  # international text
+            chunks.append(_png_chunk(b"iTXt", name + b"\x00\x00\x00\x00\x00" + value.encode("utf-8")))
+    return b"".join(chunks)
 
 
 def _deep_writer(array: np.ndarray, path: Path):
@@ -474,10 +634,10 @@ def _deep_writer(array: np.ndarray, path: Path):
         if planes not in (1, 3):
             raise ValueError(f"{path}: PGM / PPM files hold gray or RGB, not {_MODE_OF_CHANNELS[planes]}; use .png")
         return _write_pnm16
-    return _write_png16
+    return lambda array, file, metadata: _write_png(lambda buffer: _write_png16(array, buffer), file, metadata)
 
 
-def _write_tiff(array: np.ndarray, file) -> None:
+def _write_tiff(array: np.ndarray, file, metadata: ImageMetadata) -> None:
     """16-bit or float32 pixels as a deflate-compressed TIFF (tifffile)."""
     try:
         import tifffile
@@ -493,10 +653,13 @@ def _write_tiff(array: np.ndarray, file) -> None:
         extrasamples=("unassalpha",) if planes in (2, 4) else None,
         compression="zlib",
         predictor=array.dtype == np.uint16,
+        iccprofile=metadata.icc_profile,
+        resolution=metadata.dpi,
+        resolutionunit="INCH" if metadata.dpi else None,
     )
 
 
-def _write_pnm16(array: np.ndarray, file) -> None:
+def _write_pnm16(array: np.ndarray, file, metadata: ImageMetadata) -> None:
     """16-bit gray or RGB pixels as a binary PGM (P5) or PPM (P6) with maxval 65535."""
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -569,11 +732,13 @@ __all__ = [
     "FLOAT_EXTENSIONS",
     "SIXTEEN_BIT_EXTENSIONS",
     "DecodedImage",
+    "ImageMetadata",
     "ImageReadError",
     "decode_image_bytes",
     "describe",
     "is_url",
     "load_image",
+    "metadata_of",
     "pillow_bomb_check_off",
     "rgb_to_gray",
     "save_image",

@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import Pipeline
 from transformers.utils import logging
 
-from .image_io import describe, load_image
+from .image_io import ImageMetadata, describe, load_image
 from .image_processing_ramit import (
     RamitImageProcessor,
     convert_channels,
@@ -46,9 +46,12 @@ class ImageRestorationPipeline(Pipeline):
     are taken as they are, values within [0, 255] as 8-bit levels, others are an error. Paths, URLs and PIL images
     are turned upright by their EXIF orientation; 16-bit PNG, TIFF and PNM files keep all 16 bits.
 
-    Output: per input, a PIL image (or an HWC array with `output_type="np"`) in the input's mode. Gray input to a
-    color model is restored as RGB and returned as L (BT.601 luma); color input to a gray model is restored as its
-    luma and returned with that luma in every channel. An alpha channel (RGBA, LA) is kept; for super-resolution it
+    Output: per input, a PIL image (or an HWC array with `output_type="np"`) in the input's mode. A PIL image keeps
+    what the input file said about itself in `image.info` (ICC profile, EXIF with the orientation reset and the pixel
+    sizes updated, DPI scaled with the image, PNG colour and text chunks), which `ramit_hf.image_io.save_image` writes
+    (Pillow's own `save` takes only some of it from `info`). Gray input to a color model is restored as RGB and
+    returned as L (BT.601 luma); color input to a gray model is restored as its luma and returned with that luma in
+    every channel. An alpha channel (RGBA, LA) is kept; for super-resolution it
     is resized with PIL's bicubic filter (Keys, a = -0.5) on float32 values.
 
     Call arguments (also accepted when building the pipeline):
@@ -62,6 +65,8 @@ class ImageRestorationPipeline(Pipeline):
             16-bit images; float32 in [0, 1] for float images and float TIFFs). PIL holds 16 bits and float only for
             gray images (modes I;16 and F): use `output_type="np"` otherwise.
         do_rescale (`bool`, *optional*): the image processor's `do_rescale`, for float arrays already in [0, 1].
+        with_metadata (`bool`, defaults to False): return `(image, metadata)` pairs, `metadata` an
+            `image_io.ImageMetadata` for the restored image (what `save_image(..., metadata=)` writes), for arrays.
         timeout (`float`, defaults to 10): seconds to wait for a URL.
 
     `device` and `dtype` (`torch.float32`, `torch.bfloat16`; `torch.float16` for GPUs) are the usual pipeline
@@ -109,6 +114,7 @@ class ImageRestorationPipeline(Pipeline):
         tile_overlap=None,
         output_type=None,
         bit_depth=None,
+        with_metadata=None,
         do_rescale=None,
         input_data_format=None,
         timeout=None,
@@ -127,6 +133,7 @@ class ImageRestorationPipeline(Pipeline):
             (forward, "tile_overlap", tile_overlap),
             (postprocess, "output_type", output_type),
             (postprocess, "bit_depth", bit_depth),
+            (postprocess, "with_metadata", with_metadata),
         ):
             if value is not None:
                 params[key] = value
@@ -221,6 +228,7 @@ class ImageRestorationPipeline(Pipeline):
         if isinstance(image, (str, os.PathLike, Image.Image)):
             decoded = load_image(image, timeout=timeout, max_pixels=max_pixels)
             source, pixels, mode, bit_depth = decoded.source, decoded.pixels, decoded.mode, decoded.bit_depth
+            metadata = decoded.metadata
             layout = "channels_last" if pixels.ndim == 3 else None
             alpha = None
             try:
@@ -234,7 +242,7 @@ class ImageRestorationPipeline(Pipeline):
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from None
         elif isinstance(image, (np.ndarray, torch.Tensor)):
-            source = describe(image)
+            source, metadata = describe(image), ImageMetadata()
             try:
                 array = image_to_array(image, input_data_format, do_rescale, processor.rescale_factor)
             except ValueError as error:
@@ -266,6 +274,7 @@ class ImageRestorationPipeline(Pipeline):
             "mode": mode,
             "alpha": alpha,
             "input_bit_depth": bit_depth,
+            "metadata": metadata,
         }
 
     def forward(self, model_inputs, **forward_params):
@@ -280,7 +289,7 @@ class ImageRestorationPipeline(Pipeline):
         restored = restore_tensor(self.model, pixel_values, tile_size=tile, tile_overlap=tile_overlap if tile else None)
         return {"reconstruction": restored}
 
-    def postprocess(self, model_outputs, output_type="pil", bit_depth=8):
+    def postprocess(self, model_outputs, output_type="pil", bit_depth=8, with_metadata=False):
         restored = model_outputs["reconstruction"]
         height, width = model_outputs["pixel_values"].shape[-2:]
         image = self.image_processor.postprocess(restored, [(height, width)], output_type="pt")[0].cpu()
@@ -297,14 +306,17 @@ class ImageRestorationPipeline(Pipeline):
             array = np.ascontiguousarray(array[..., 0] if array.shape[-1] == 1 else array)
         else:
             array = to_integer_image(image, bits, as_pil=False)
+        metadata = model_outputs["metadata"].for_output(array.shape[1], array.shape[0], array.shape[1] / width)
         if output_type == "np":
-            return array
+            return (array, metadata) if with_metadata else array
         if bits > 8 and array.ndim == 3:
             kind = "float" if bits == 32 else "16-bit"
             raise ValueError(
                 f"PIL cannot hold {kind} {mode} images; use output_type='np' (or bit_depth=8) for this input"
             )
-        return Image.fromarray(array)
+        result = Image.fromarray(array)
+        result.info.update(metadata.pil_info())
+        return (result, metadata) if with_metadata else result
 
 
 def _resize_alpha(alpha: np.ndarray, size) -> torch.Tensor:

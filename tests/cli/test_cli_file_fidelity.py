@@ -1,12 +1,12 @@
 """What a restored file keeps of its input: bit depth (16-bit and float files are restored at their depth, never cut
-to 8 bits without a word)."""
+to 8 bits without a word), and what the file says about itself (ICC profile, EXIF, DPI, PNG text)."""
 
 import numpy as np
 import pytest
 import tifffile
 import torch
 from conftest import small_config
-from PIL import Image
+from PIL import Image, ImageCms, PngImagePlugin
 
 from ramit_hf import RamitForImageRestoration
 from ramit_hf.cli import main
@@ -118,3 +118,76 @@ def test_the_pipeline_returns_float_and_16_bit_images_at_their_depth(tmp_path, t
     restored = pipe(unit, output_type="np", bit_depth="auto", do_rescale=False)
     assert restored.dtype == np.float32 and restored.shape == (40, 48, 3)
     assert pipe(unit[..., 0], bit_depth="auto", do_rescale=False).mode == "F"
+
+
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _exif(orientation: int, width: int, height: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = orientation, "TestCam"
+    exif.get_ifd(0x8769).update({0xA002: width, 0xA003: height})
+    return exif
+
+
+def _tagged_inputs(folder, deep_rgb):
+    """A PNG (with text), a JPEG and a 16-bit PNG, each with an sRGB profile, EXIF (orientation 6: stored 24x20, shown
+    20x24) and 300 dpi."""
+    folder.mkdir()
+    pixels = (deep_rgb >> 8).astype(np.uint8)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "scanned 1987")
+    text.add_itxt("Title", "Grand-m\u00e8re \u2713")
+    options = dict(icc_profile=SRGB, exif=_exif(6, 24, 20), dpi=(300, 300))
+    Image.fromarray(pixels).save(folder / "tagged.png", pnginfo=text, **options)
+    Image.fromarray(pixels).save(folder / "photo.jpg", quality=95, **options)
+    save_image(deep_rgb, folder / "deep.png", metadata=load_image(folder / "tagged.png").metadata)
+    return folder
+
+
+def test_restored_files_keep_profile_exif_dpi_and_text(tmp_path, tiny, deep_rgb):
+    inputs = _tagged_inputs(tmp_path / "in", deep_rgb)
+    assert _restore(inputs, "-o", tmp_path / "out", "--model", tiny) == 0
+    # the 8-bit files are stored 24x20 and shown 20x24 (orientation 6); deep.png was written upright
+    for name, size in (("tagged.png", (40, 48)), ("photo.png", (40, 48)), ("deep.png", (48, 40))):
+        out = Image.open(tmp_path / "out" / name)  # the JPEG is written as PNG
+        assert out.size == size, name
+        assert out.info.get("icc_profile") == SRGB, name
+        assert out.info["dpi"] == pytest.approx((600, 600), abs=0.01), name  # the printed size stays
+        exif = out.getexif()
+        assert exif[0x010F] == "TestCam" and exif.get(0x0112, 1) == 1, name  # already applied: reset
+        assert dict(exif.get_ifd(0x8769)) == {0xA002: size[0], 0xA003: size[1]}, name
+    out = Image.open(tmp_path / "out" / "tagged.png")
+    assert out.text == {"Comment": "scanned 1987", "Title": "Grand-m\u00e8re \u2713"}
+    # the same through --format: JPEG with the chosen quality, WebP, TIFF
+    for format, suffix in (("jpeg", ".jpg"), ("webp", ".webp"), ("tiff", ".tif")):
+        extra = ("--quality", "70") if format == "jpeg" else ()
+        assert _restore(inputs / "photo.jpg", "-o", tmp_path / format, "--model", tiny, "--format", format, *extra) == 0
+        out = Image.open(tmp_path / format / f"photo{suffix}")
+        assert out.format == format.upper() and out.info.get("icc_profile") == SRGB, format
+        if format != "tiff":
+            assert out.getexif()[0x010F] == "TestCam" and out.getexif().get(0x0112, 1) == 1, format
+        if format != "webp":
+            assert out.info["dpi"] == pytest.approx((600, 600), abs=0.01), format
+    lenient = Image.open(tmp_path / "jpeg" / "photo.jpg").quantization[0][0]
+    assert _restore(inputs / "photo.jpg", "-o", tmp_path / "q95", "--model", tiny, "--format", "jpeg") == 0
+    assert Image.open(tmp_path / "q95" / "photo.jpg").quantization[0][0] < lenient  # 95 by default, 70 asked
+    assert _restore(inputs / "photo.jpg", "-o", tmp_path / "bad", "--model", tiny, "--quality", "70") == 2
+    # a 16-bit TIFF keeps its profile and resolution too
+    tifffile.imwrite(inputs / "deep.tif", deep_rgb, photometric="rgb", iccprofile=SRGB, resolution=(300, 300))
+    assert _restore(inputs / "deep.tif", "-o", tmp_path / "tif", "--model", tiny) == 0
+    with tifffile.TiffFile(tmp_path / "tif" / "deep.tif") as tif:
+        page = tif.pages.first
+        assert page.dtype == np.uint16 and bytes(page.tags[34675].value) == SRGB
+        assert page.tags[282].value == (600, 1) or page.tags[282].value[0] / page.tags[282].value[1] == 600
+
+
+def test_pipeline_pil_outputs_carry_the_input_metadata(tmp_path, tiny, deep_rgb):
+    from transformers import pipeline
+
+    inputs = _tagged_inputs(tmp_path / "in", deep_rgb)
+    restored = pipeline("image-restoration", model=str(tiny))(str(inputs / "photo.jpg"))
+    assert restored.info["icc_profile"] == SRGB and restored.info["dpi"] == pytest.approx((600, 600))
+    save_image(restored, tmp_path / "saved.png")
+    saved = Image.open(tmp_path / "saved.png")
+    assert saved.info["icc_profile"] == SRGB and saved.getexif()[0x010F] == "TestCam"

@@ -2,8 +2,9 @@
 
 Inputs are files, folders (searched recursively for images) and glob patterns; each output keeps its input's path
 relative to the folder or the pattern's fixed prefix (a file given by itself: its name), under the output folder.
-Lossless formats keep their extension, lossy ones (JPEG, WebP) are written as PNG; 16-bit PNG, TIFF and PNM files
-stay 16-bit, float TIFFs stay float.
+Lossless formats keep their extension, lossy ones (JPEG, WebP) are written as PNG unless --format says otherwise;
+16-bit PNG, TIFF and PNM files stay 16-bit, float TIFFs stay float. Each output keeps its input's ICC profile, EXIF
+(orientation reset, pixel sizes updated), DPI (scaled with the image) and PNG text, as far as its format holds them.
 Every output is written atomically and never over an existing file unless --overwrite. Failures are listed at the end
 (exit status 1) while the other images are still written.
 
@@ -55,6 +56,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "TIFFs float; 16 writes every output at 16 bits (as PNG where its format holds only 8)",
     )
     parser.add_argument(
+        "--format",
+        choices=tuple(FORMAT_EXTENSIONS),
+        help="format of every output (default: lossless inputs keep their format, JPEG and WebP become PNG)",
+    )
+    parser.add_argument(
+        "--quality",
+        type=quality,
+        metavar="Q",
+        help="JPEG / WebP quality from 1 to 100 (default 95), with --format jpeg or webp",
+    )
+    parser.add_argument(
         "--max-pixels",
         type=max_pixels,
         metavar="N",
@@ -66,6 +78,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no per-image lines and no progress bar")
     parser.set_defaults(run=run)
     return parser
+
+
+# --format -> the extension of the outputs
+FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif"}
+_LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
+
+
+def quality(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 100, got {value!r}")
+    return number
 
 
 @dataclass
@@ -141,26 +168,34 @@ def _has_magic(text: str) -> bool:
     return any(char in text for char in "*?[")
 
 
-def output_name(relative: Path, bit_depth: str) -> Path:
-    """Lossless formats keep their extension; lossy ones, and with --bit-depth 16 those that hold only 8 bits,
-    become .png."""
+def output_name(relative: Path, bit_depth: str, format: str | None = None) -> Path:
+    """With `format` (--format), its extension; else lossless formats keep their extension, and lossy ones, and with
+    --bit-depth 16 those that hold only 8 bits, become .png."""
     from ..image_files import LOSSLESS_EXTENSIONS
     from ..image_io import SIXTEEN_BIT_EXTENSIONS
 
     suffix = relative.suffix.lower()
-    if (bit_depth == "16" and suffix not in SIXTEEN_BIT_EXTENSIONS) or suffix not in LOSSLESS_EXTENSIONS:
-        return relative.with_suffix(".png") if suffix else relative.with_name(relative.name + ".png")
-    return relative
+    if format is not None:
+        new_suffix = FORMAT_EXTENSIONS[format]
+    elif (bit_depth == "16" and suffix not in SIXTEEN_BIT_EXTENSIONS) or suffix not in LOSSLESS_EXTENSIONS:
+        new_suffix = ".png"
+    else:
+        return relative
+    if suffix.lower() == new_suffix:
+        return relative
+    return relative.with_suffix(new_suffix) if suffix else relative.with_name(relative.name + new_suffix)
 
 
-def plan_outputs(items, output: Path, bit_depth: str, overwrite: bool, skip_existing: bool, single_file: bool) -> Plan:
+def plan_outputs(
+    items, output: Path, bit_depth: str, overwrite: bool, skip_existing: bool, single_file: bool, format=None
+) -> Plan:
     """Map inputs to outputs; refuse two inputs writing one file, and existing outputs unless told otherwise."""
     from ..image_io import is_url
 
     plan = Plan()
     targets: dict[Path, str] = {}
     for source, relative in items:
-        target = output if single_file else output / output_name(relative, bit_depth)
+        target = output if single_file else output / output_name(relative, bit_depth, format)
         key = target.resolve()
         if target.exists() and not is_url(source) and os.path.samefile(target, source):
             plan.failures.append((source, f"the output {target} is this input itself, which is never overwritten"))
@@ -206,8 +241,16 @@ def run(args: argparse.Namespace) -> int:
         )
     if single_file and args.bit_depth == "16" and output.suffix.lower() not in SIXTEEN_BIT_EXTENSIONS:
         return fail("restore", f"--bit-depth 16 needs a {', '.join(SIXTEEN_BIT_EXTENSIONS)} output, not {output}")
+    if single_file and args.format is not None:
+        from PIL import Image
+
+        if Image.registered_extensions().get(output.suffix.lower()) != args.format.upper():
+            return fail("restore", f"-o {output} and --format {args.format} name different formats; choose one")
+    lossy = args.format in ("jpeg", "webp") or (single_file and output.suffix.lower() in _LOSSY_EXTENSIONS)
+    if args.quality is not None and not lossy:
+        return fail("restore", "--quality applies to JPEG and WebP outputs: add --format jpeg or --format webp")
     try:
-        plan = plan_outputs(items, output, args.bit_depth, args.overwrite, args.skip_existing, single_file)
+        plan = plan_outputs(items, output, args.bit_depth, args.overwrite, args.skip_existing, single_file, args.format)
     except ValueError as error:
         return fail("restore", error)
 
@@ -301,6 +344,7 @@ def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, l
         tile_overlap=args.tile_overlap,
         output_type="np",
         bit_depth=bit_depth,
+        with_metadata=True,
         max_pixels=args.max_pixels,
     )
     last = time.perf_counter()
@@ -309,8 +353,15 @@ def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, l
         if isinstance(result, Exception):
             failures.append((job.source, _message(result, job.source)))
         else:
+            result, metadata = result
             try:
-                save_image(_fit_bit_depth(result, job.output), job.output, overwrite=args.overwrite)
+                save_image(
+                    _fit_bit_depth(result, job.output),
+                    job.output,
+                    overwrite=args.overwrite,
+                    metadata=metadata,
+                    quality=args.quality,
+                )
             except (OSError, ValueError) as error:
                 failures.append((job.source, f"cannot write {job.output}: {error}"))
             else:
