@@ -223,6 +223,24 @@ def test_float_images_from_files_and_pil_are_read_on_the_scale_their_values_lie_
             pipe(str(tmp_path / "bad.tif"))
 
 
+def test_float_arrays_and_tensors_follow_the_rule_of_float_files(pipe, crop, tmp_path):
+    # one rule for files, arrays and tensors: [0, 1] as it is, [0, 255] as 8-bit levels, anything else an error
+    gray = np.asarray(crop.convert("L"))
+    expected = np.asarray(pipe(Image.fromarray(gray)))
+    unit, levels = gray.astype(np.float32) / 255, gray.astype(np.float32)
+    for source in (unit, levels, torch.from_numpy(unit), torch.from_numpy(levels).double()):
+        out = pipe(source, bit_depth=8)
+        assert out.mode == "L" and np.abs(np.asarray(out).astype(int) - expected).max() <= 1
+    rule = r"float image values must lie in \[0, 1\] or in \[0, 255\], got "
+    for values, shown in ((levels * 257, r"\[\d+, \d{5}\]"), (unit - 0.5, r"\[-0.\d+, 0.\d+\]"), (-levels, r"\[-2")):
+        Image.fromarray(values).save(tmp_path / "far.tif")
+        for source in (values, torch.from_numpy(values), str(tmp_path / "far.tif")):
+            with pytest.raises(ValueError, match=rule + shown):
+                pipe(source)
+    with pytest.raises(ValueError, match=r"values with do_rescale=False must lie in \[0, 1\], got \[\d+, \d+\]"):
+        pipe(levels, do_rescale=False)
+
+
 def test_bad_input_in_a_list_is_named_by_index(pipe, crop):
     with pytest.raises(ValueError, match=r"input 1: .*NaN"):
         pipe([crop, np.full((8, 8, 3), np.nan, np.float32)])

@@ -41,10 +41,10 @@ class ImageRestorationPipeline(Pipeline):
     protocol (symmetric padding, forward, crop) through `ramit_hf.inference.restore_tensor`, optionally in tiles.
 
     Inputs: a PIL image, a path, an http(s) URL, a numpy array or torch tensor (HW, HWC or CHW; uint8, uint16 or
-    float, floats scaled like the image processor does, i.e. by 1/255 unless `do_rescale=False`), or a list of these
-    (a 4-D array is a batch). Float images from files or in PIL mode "F" carry no white level: values within [0, 1]
-    are taken as they are, values within [0, 255] as 8-bit levels, others are an error. Paths, URLs and PIL images
-    are turned upright by their EXIF orientation; 16-bit PNG, TIFF and PNM files keep all 16 bits.
+    float), or a list of these (a 4-D array is a batch). Float images (arrays, tensors, float TIFFs, PIL mode "F")
+    carry no white level: one rule for all, values within [0, 1] are taken as they are, values within [0, 255] as
+    8-bit levels, others are an error naming the range (`do_rescale=False`: in [0, 1] already). Paths, URLs and PIL
+    images are turned upright by their EXIF orientation; 16-bit PNG, TIFF and PNM files keep all 16 bits.
 
     Output: per input, a PIL image (or an HWC array with `output_type="np"`) in the input's mode. A PIL image keeps
     what the input file said about itself in `image.info` (ICC profile, EXIF with the orientation reset and the pixel
