@@ -165,3 +165,35 @@ def test_the_pipeline_takes_a_pixel_budget(photo, tiny):
     with pytest.raises(ValueError, match=r"48x40 = 1,920 pixels is more than the pixel budget of 100"):
         pipe(np.asarray(Image.open(photo)), max_pixels=100)
     assert pipe(str(photo), max_pixels=0).size == (96, 80)
+
+
+@pytest.mark.parametrize(
+    "stop, status, words", [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted (Ctrl-C)")]
+)
+def test_sigterm_and_ctrl_c_during_a_write_leave_nothing_and_say_so(tmp_path, photo, tiny, stop, status, words):
+    # a real `ramit restore` in its own process, stopped while its output is being written: the write is held
+    # (after its bytes are in the temporary file, before it is put in place) until the signal comes
+    out = tmp_path / "out"
+    script = (
+        "import sys, time\n"
+        "import ramit_hf.atomic as atomic\n"
+        "def held(fd):\n"
+        "    print('writing', flush=True); time.sleep(600)\n"
+        "atomic.os.fsync = held\n"
+        "from ramit_hf.cli import main\n"
+        f"sys.exit(main(['restore', {str(photo)!r}, '-o', {str(out)!r}, '--model', {str(tiny)!r}, '--quiet']))\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        assert [p.name[:10] for p in out.iterdir()] == [".bird.png."]  # the temporary file, being written
+        writer.send_signal(stop)
+        _, err = writer.communicate(timeout=120)
+    finally:
+        writer.kill()
+    assert writer.returncode == status
+    assert (
+        err.strip() == f"ramit restore: {words}: stopped; files already written are complete and nothing "
+        "half-written was left"
+    )
+    assert list(out.iterdir()) == []
