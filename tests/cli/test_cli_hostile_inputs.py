@@ -3,6 +3,8 @@ and the problem, never a wrong or partial file, never an input replaced by its o
 
 import json
 import os
+import re
+import resource
 import signal
 import stat
 import subprocess
@@ -197,3 +199,39 @@ def test_sigterm_and_ctrl_c_during_a_write_leave_nothing_and_say_so(tmp_path, ph
         "half-written was left"
     )
     assert list(out.iterdir()) == []
+
+
+def _ramit(*args) -> subprocess.CompletedProcess:
+    """`ramit ARGS...` in its own process, as a user runs it."""
+    command = [sys.executable, "-m", "ramit_hf.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_devices_the_machine_lacks_are_named_errors_not_tracebacks(tmp_path, photo, tiny):
+    folder = photo.parent
+    for command in (("restore", photo, "-o", tmp_path / "out"), ("evaluate", "--dataset", folder, "--no-progress")):
+        for device, problem in (
+            ("cuda:99", r"this machine has (no cuda device|\d+ cuda devices?)"),
+            ("meta", "the meta device holds no data"),
+            ("gpu0", "not a device name"),
+        ):
+            result = _ramit(*command, "--model", tiny, "--device", device)
+            assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+            assert re.fullmatch(rf"ramit {command[0]}: error: --device {device}: {problem}.*\n", result.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_write_that_fails_midway_is_a_named_error_and_leaves_nothing(tmp_path):
+    # a full disk, as a file size limit provokes it: the write fails with an OSError in the middle of the weights
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the failing write returns EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    command = [sys.executable, "-m", "ramit_hf.cli", "convert", checkpoint("RAMiT-slimSR_X2.pth"), tmp_path / "model"]
+    result = subprocess.run(
+        list(map(str, command)), capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"ramit convert: error: cannot write {tmp_path / 'model'}: " in result.stderr
+    assert "File too large" in result.stderr and result.stderr.rstrip().endswith("nothing was written")
+    assert list(tmp_path.iterdir()) == []  # no folder, no staging folder

@@ -22,6 +22,36 @@ def fail(command: str, error) -> int:
     return 2
 
 
+def check_device(device: str | None) -> None:
+    """Raise ValueError, naming `device` (a --device value) and what this machine has, unless it can run a model:
+    an unknown name, the meta device (it holds no data), or an accelerator this machine lacks ('auto' and None
+    pass)."""
+    if device in (None, "auto"):
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"--device {device}: not a device name (e.g. cpu, cuda, cuda:1, mps)") from None
+    if parsed.type == "meta":
+        raise ValueError(f"--device {device}: the meta device holds no data, so no image can be restored on it")
+    if parsed.type == "cpu":
+        return
+    backend = getattr(torch, parsed.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    if backend is None or not getattr(backend, "is_available", lambda: False)():
+        raise ValueError(
+            f"--device {device}: this machine has no {parsed.type} device (torch.{parsed.type}.is_available() is "
+            "False); use --device cpu"
+        )
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if parsed.index is not None and parsed.index >= count:
+        raise ValueError(
+            f"--device {device}: this machine has {count} {parsed.type} device{'s' if count != 1 else ''} "
+            f"({parsed.type}:0 to {parsed.type}:{count - 1})"
+        )
+
+
 def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -112,6 +142,7 @@ __all__ = [
     "add_device_arguments",
     "add_model_arguments",
     "add_tiling_arguments",
+    "check_device",
     "fail",
     "non_negative_int",
     "positive_int",

@@ -21,7 +21,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import add_device_arguments, add_model_arguments, add_tiling_arguments, fail, max_pixels, positive_int
+from .common import (
+    add_device_arguments,
+    add_model_arguments,
+    add_tiling_arguments,
+    check_device,
+    fail,
+    max_pixels,
+    positive_int,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -216,6 +224,10 @@ def plan_outputs(
 def run(args: argparse.Namespace) -> int:
     if args.overwrite and args.skip_existing:
         return fail("restore", "--overwrite and --skip-existing contradict each other")
+    try:
+        check_device(args.device)
+    except ValueError as error:
+        return fail("restore", error)
     from ..image_files import IMAGE_EXTENSIONS
     from ..image_io import SIXTEEN_BIT_EXTENSIONS
 
