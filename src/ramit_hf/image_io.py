@@ -182,6 +182,10 @@ def describe(image) -> str:
         return str(image)
     if isinstance(image, Image.Image):
         return f"PIL image ({image.mode}, {image.width}x{image.height})"
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return f"{type(image).__name__} of {len(image):,} bytes"
+    if callable(getattr(image, "read", None)) and isinstance(getattr(image, "name", None), str):
+        return image.name  # an open file
     shape, dtype = getattr(image, "shape", None), getattr(image, "dtype", None)
     if shape is not None:
         return f"{type(image).__name__} of shape {tuple(shape)} and dtype {dtype}"
@@ -210,8 +214,17 @@ def _check_frames(frames: int, name: str) -> None:
         )
 
 
+def is_encoded_image(source) -> bool:
+    """The bytes of an image file in memory: bytes, bytearray, memoryview or a binary file object (`BytesIO`, an
+    open file), as Pillow's `Image.open` takes them."""
+    return isinstance(source, (bytes, bytearray, memoryview)) or (
+        callable(getattr(source, "read", None)) and not isinstance(source, (str, os.PathLike))
+    )
+
+
 def load_image(source, timeout: float = 10.0, max_pixels: int | None = None) -> DecodedImage:
-    """A path, an http(s) URL or a PIL image -> `DecodedImage`, upright (EXIF orientation applied).
+    """A path, an http(s) URL, a PIL image or an encoded image in memory (`is_encoded_image`: bytes, a `BytesIO`, an
+    open binary file) -> `DecodedImage`, upright (EXIF orientation applied).
 
     `max_pixels` bounds width x height, checked from the file's header before anything is decoded (default:
     `max_pixels_for()`; 0: no limit). Raises `ImageReadError` naming the source for a missing file, a failed
@@ -223,8 +236,20 @@ def load_image(source, timeout: float = 10.0, max_pixels: int | None = None) -> 
         _check_budget(source.width, source.height, name, max_pixels)
         _check_single_frame(source, name)
         return _decode_pil(source, name)
+    if is_encoded_image(source):
+        name = describe(source)
+        if not isinstance(source, (bytes, bytearray, memoryview)):
+            try:
+                source = source.read()
+            except (OSError, ValueError) as error:  # a closed or unreadable file object
+                raise ImageReadError(f"{name}: cannot read ({error})") from None
+            if not isinstance(source, (bytes, bytearray)):
+                raise ImageReadError(f"{name}: read() gave {type(source).__name__}, not bytes (open the file in 'rb')")
+        return decode_image_bytes(bytes(source), name, max_pixels=max_pixels)
     if not isinstance(source, (str, os.PathLike)):
-        raise ImageReadError(f"{describe(source)}: expected a path, an http(s) URL or a PIL image")
+        raise ImageReadError(
+            f"{describe(source)}: expected a path, an http(s) URL, a PIL image or the bytes of an image file"
+        )
     name = str(source)
     data = _download(name, timeout) if is_url(name) else _read_file(name)
     return decode_image_bytes(data, name, max_pixels=max_pixels)
@@ -736,6 +761,7 @@ __all__ = [
     "ImageReadError",
     "decode_image_bytes",
     "describe",
+    "is_encoded_image",
     "is_url",
     "load_image",
     "metadata_of",

@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import Pipeline
 from transformers.utils import logging
 
-from .image_io import ImageMetadata, describe, load_image
+from .image_io import ImageMetadata, describe, is_encoded_image, load_image
 from .image_processing_ramit import (
     RamitImageProcessor,
     convert_channels,
@@ -40,8 +40,9 @@ class ImageRestorationPipeline(Pipeline):
     Restores images with a RAMiT model (super-resolution, denoising, low-light enhancement, deraining): the paper's
     protocol (symmetric padding, forward, crop) through `ramit_hf.inference.restore_tensor`, optionally in tiles.
 
-    Inputs: a PIL image, a path, an http(s) URL, a numpy array or torch tensor (HW, HWC or CHW; uint8, uint16 or
-    float), or a list of these (a 4-D array is a batch). Float images (arrays, tensors, float TIFFs, PIL mode "F")
+    Inputs: a PIL image, a path, an http(s) URL, the bytes of an image file (bytes, bytearray, BytesIO, an open binary
+    file), a numpy array or torch tensor (HW, HWC or CHW; uint8, uint16 or float), or a list of these (a 4-D array is
+    a batch). Float images (arrays, tensors, float TIFFs, PIL mode "F")
     carry no white level: one rule for all, values within [0, 1] are taken as they are, values within [0, 255] as
     8-bit levels, others are an error naming the range (`do_rescale=False`: in [0, 1] already). Paths, URLs and PIL
     images are turned upright by their EXIF orientation; 16-bit PNG, TIFF and PNM files keep all 16 bits.
@@ -225,7 +226,7 @@ class ImageRestorationPipeline(Pipeline):
             max_pixels = max_pixels_for(self.model.config.upscale)
         max_pixels = check_max_pixels(max_pixels)
         do_rescale = processor.do_rescale if do_rescale is None else do_rescale
-        if isinstance(image, (str, os.PathLike, Image.Image)):
+        if isinstance(image, (str, os.PathLike, Image.Image)) or is_encoded_image(image):
             decoded = load_image(image, timeout=timeout, max_pixels=max_pixels)
             source, pixels, mode, bit_depth = decoded.source, decoded.pixels, decoded.mode, decoded.bit_depth
             metadata = decoded.metadata
@@ -260,8 +261,8 @@ class ImageRestorationPipeline(Pipeline):
             color, alpha = (array[:3], array[3:]) if mode == "RGBA" else (array, None)
         else:
             raise TypeError(
-                f"cannot restore a {type(image).__name__}: pass a PIL image, a path, an http(s) URL, a numpy array "
-                "or a torch tensor"
+                f"cannot restore a {type(image).__name__}: pass a PIL image, a path, an http(s) URL, the bytes of an "
+                "image file (bytes, BytesIO), a numpy array or a torch tensor"
             )
         if mode in ("RGB", "RGBA") and self.model.config.num_channels == 1:
             logger.warning_once("a gray model restores the luma of color images; their color is not kept")
@@ -329,7 +330,7 @@ def _resize_alpha(alpha: np.ndarray, size) -> torch.Tensor:
 
 
 def _is_single(images) -> bool:
-    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)):
+    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)) or is_encoded_image(images):
         return True
     return not isinstance(images, (list, tuple, types.GeneratorType)) and not hasattr(images, "__iter__")
 
