@@ -154,10 +154,15 @@ def test_16_bit_png_is_restored_with_all_its_bits(pipe, crop, tmp_path):
 
 
 def test_tiling_arguments_reach_restore_tensor(pipe, crop):
-    pixel_values = processor_for(pipe.model.config)(crop, do_pad=False, return_tensors="pt")["pixel_values"]
-    tiled = restore_tensor(pipe.model, pixel_values, tile_size=16, tile_overlap=4)[0].clamp(0, 1)
+    larger = Image.open(shared_path(*BIRD)).convert("RGB").crop((0, 0, 100, 80))
+    pixel_values = processor_for(pipe.model.config)(larger, do_pad=False, return_tensors="pt")["pixel_values"]
+    tiled = restore_tensor(pipe.model, pixel_values, tile_size=64, tile_overlap=16)[0].clamp(0, 1)
     expected = (tiled * 255).round().byte().permute(1, 2, 0).numpy()
-    assert np.array_equal(np.asarray(pipe(crop, tile_size=16, tile_overlap=4)), expected)
+    assert np.array_equal(np.asarray(pipe(larger, tile_size=64, tile_overlap=16)), expected)
+    # a tile below the floor is raised to it, with a warning: 16-px tiles would only multiply the work
+    with pytest.warns(UserWarning, match=r"tile size 16 raised to 64: every tile is padded to 32 pixels"):
+        raised = pipe(larger, tile_size=16, tile_overlap=16)
+    assert np.array_equal(np.asarray(raised), expected)
     # "auto" restores small images whole, as tile_size=0 does
     assert np.array_equal(np.asarray(pipe(crop, tile_size="auto")), np.asarray(pipe(crop, tile_size=0)))
     with pytest.raises(ValueError, match="tile_size"):

@@ -27,7 +27,9 @@ import contextlib
 import io
 import os
 import re
+import stat
 import struct
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -51,6 +53,11 @@ _SIGNATURES = (
     (b"MM\x00*", "TIFF"),
     (b"RIFF", "WebP"),
 )
+# The longest a download may take in all (the `timeout` of `load_image` bounds each wait for the server), and the
+# bytes an encoded image may take per pixel of the pixel budget (uncompressed 16-bit RGBA) plus room for metadata.
+DOWNLOAD_SECONDS = 60.0
+_BYTES_PER_BUDGET_PIXEL = 8
+_METADATA_BYTES = 16 << 20
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
 # where `save_image` writes 16-bit pixels (as they are) and float32 pixels (other formats take 8 bits)
 SIXTEEN_BIT_EXTENSIONS = (".png", ".tif", ".tiff", ".ppm", ".pgm", ".pnm")
@@ -236,23 +243,61 @@ def load_image(source, timeout: float = 10.0, max_pixels: int | None = None) -> 
         _check_budget(source.width, source.height, name, max_pixels)
         _check_single_frame(source, name)
         return _decode_pil(source, name)
+    limit = max_encoded_bytes(max_pixels)
     if is_encoded_image(source):
         name = describe(source)
         if not isinstance(source, (bytes, bytearray, memoryview)):
             try:
-                source = source.read()
+                source = _read_bounded(source, limit, name, max_pixels)
             except (OSError, ValueError) as error:  # a closed or unreadable file object
                 raise ImageReadError(f"{name}: cannot read ({error})") from None
-            if not isinstance(source, (bytes, bytearray)):
-                raise ImageReadError(f"{name}: read() gave {type(source).__name__}, not bytes (open the file in 'rb')")
         return decode_image_bytes(bytes(source), name, max_pixels=max_pixels)
     if not isinstance(source, (str, os.PathLike)):
         raise ImageReadError(
             f"{describe(source)}: expected a path, an http(s) URL, a PIL image or the bytes of an image file"
         )
     name = str(source)
-    data = _download(name, timeout) if is_url(name) else _read_file(name)
+    data = _download(name, timeout, limit, max_pixels) if is_url(name) else _read_file(name, limit, max_pixels)
     return decode_image_bytes(data, name, max_pixels=max_pixels)
+
+
+def max_encoded_bytes(max_pixels: int | None = None) -> int | None:
+    """The most bytes an image file within the pixel budget `max_pixels` can take (None: no budget, no bound):
+    `_BYTES_PER_BUDGET_PIXEL` per pixel, uncompressed 16-bit RGBA, and `_METADATA_BYTES` for what else it holds. A
+    longer file, download or stream is refused before it is read whole (/dev/zero, an endless response)."""
+    budget = max_pixels_for() if max_pixels is None else max_pixels
+    return budget * _BYTES_PER_BUDGET_PIXEL + _METADATA_BYTES if budget else None
+
+
+def _too_long(name: str, limit: int, max_pixels: int | None) -> ImageReadError:
+    budget = max_pixels_for() if max_pixels is None else max_pixels
+    return ImageReadError(
+        f"{name}: more than {limit:,} bytes, more than an image within the pixel budget of {budget:,} pixels can "
+        f"take; raise it with --max-pixels / max_pixels= / {MAX_PIXELS_ENV} (0 for no limit) if this is an image"
+    )
+
+
+def _read_bounded(stream, limit: int | None, name: str, max_pixels: int | None, deadline: float | None = None):
+    """The bytes of a binary stream, at most `limit` of them (else `_too_long`), read in chunks until `deadline`
+    (`time.monotonic()`; None: no deadline)."""
+    chunks: list[bytes] = []
+    total = 0
+    read = getattr(stream, "read1", stream.read)  # read1: what has arrived, so a slow server meets the deadline
+    while True:
+        if deadline is not None and time.monotonic() > deadline:
+            raise ImageReadError(
+                f"{name}: download stopped after {DOWNLOAD_SECONDS:g} s with {total:,} bytes received (the time a "
+                "download may take in all)"
+            )
+        chunk = read(1 << 20)
+        if not isinstance(chunk, (bytes, bytearray)):
+            raise ImageReadError(f"{name}: read() gave {type(chunk).__name__}, not bytes (open the file in 'rb')")
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise _too_long(name, limit, max_pixels)
+        chunks.append(bytes(chunk))
 
 
 def decode_image_bytes(data: bytes, name: str, max_pixels: int | None = None) -> DecodedImage:
@@ -436,10 +481,28 @@ def pillow_bomb_check_off():
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def _read_file(name: str) -> bytes:
-    path = Path(name).expanduser()
+def not_a_regular_file(path: str | os.PathLike) -> str | None:
+    """What is wrong with reading `path` as an image file when it is not a regular file (a device such as
+    /dev/zero, which never ends, a FIFO, which blocks until someone writes, a socket), or None. Folders are left to
+    the caller. The one rule of `load_image` and `ramit restore`."""
     try:
-        return path.read_bytes()
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # reading it names the problem
+    kinds = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a FIFO (named pipe)"}
+    kinds[stat.S_ISSOCK] = "a socket"
+    kind = next((what for test, what in kinds.items() if test(mode)), None)
+    return None if kind is None else f"not a regular file but {kind}; only image files are read"
+
+
+def _read_file(name: str, limit: int | None = None, max_pixels: int | None = None) -> bytes:
+    path = Path(name).expanduser()
+    problem = not_a_regular_file(path)
+    if problem is not None:
+        raise ImageReadError(f"{name}: {problem}")
+    try:
+        with open(path, "rb") as file:
+            return _read_bounded(file, limit, name, max_pixels)
     except FileNotFoundError:
         raise ImageReadError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -450,11 +513,17 @@ def _read_file(name: str) -> bytes:
         raise ImageReadError(f"{name}: cannot read ({error.strerror or error})") from None
 
 
-def _download(url: str, timeout: float) -> bytes:
+def _download(url: str, timeout: float, limit: int | None = None, max_pixels: int | None = None) -> bytes:
+    """The body of `url`: each wait for the server at most `timeout` s, the whole download at most
+    `DOWNLOAD_SECONDS`, at most `limit` bytes."""
     request = urllib.request.Request(url, headers={"User-Agent": "ramit-hf"})
+    deadline = time.monotonic() + DOWNLOAD_SECONDS
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.read()
+            announced = response.headers.get("Content-Length")
+            if limit is not None and announced and announced.isdigit() and int(announced) > limit:
+                raise _too_long(url, limit, max_pixels)
+            return _read_bounded(response, limit, url, max_pixels, deadline)
     except urllib.error.HTTPError as error:
         raise ImageReadError(f"{url}: download failed (HTTP {error.code} {error.reason})") from None
     except (urllib.error.URLError, TimeoutError, OSError) as error:
@@ -754,6 +823,7 @@ def to_channels(image: np.ndarray, num_channels: int) -> np.ndarray:
 
 
 __all__ = [
+    "DOWNLOAD_SECONDS",
     "FLOAT_EXTENSIONS",
     "SIXTEEN_BIT_EXTENSIONS",
     "DecodedImage",
@@ -764,7 +834,9 @@ __all__ = [
     "is_encoded_image",
     "is_url",
     "load_image",
+    "max_encoded_bytes",
     "metadata_of",
+    "not_a_regular_file",
     "pillow_bomb_check_off",
     "rgb_to_gray",
     "save_image",

@@ -77,7 +77,8 @@ def max_pixels(value: str) -> int:
 
 
 def tile_size(value: str) -> int | str:
-    """'auto', 0 (never tile) or a positive tile side, as `tiling.resolve_tile_size` takes them."""
+    """'auto', 0 (never tile) or a positive tile side, as `tiling.resolve_tile_size` takes them; a side below
+    `tiling.MIN_TILE_SIZE` is raised to it, with a line saying so."""
     if value == "auto":
         return value
     try:
@@ -86,7 +87,23 @@ def tile_size(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got {value!r}") from None
     if size < 0:
         raise argparse.ArgumentTypeError(f"the tile size must be 'auto', 0 or positive, got {size}")
-    return size
+    return _tile_floor(size)
+
+
+def positive_tile_size(value: str) -> int:
+    """A positive tile side (`--tile` where tiling is off by default), raised to `tiling.MIN_TILE_SIZE` as
+    `tile_size` raises it."""
+    return _tile_floor(positive_int(value))
+
+
+def _tile_floor(size: int) -> int:
+    from ..tiling import MIN_TILE_SIZE, tile_floor_message
+
+    message = tile_floor_message(size)
+    if message is None:
+        return size
+    print(f"ramit: --tile {size}: {message}", file=sys.stderr)
+    return MIN_TILE_SIZE
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +131,10 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, auto: bool) -> None:
         )
     else:
         parser.add_argument(
-            "--tile", type=positive_int, metavar="SIZE", help="restore in tiles of SIZE pixels (changes the numbers)"
+            "--tile",
+            type=positive_tile_size,
+            metavar="SIZE",
+            help="restore in tiles of SIZE pixels (changes the numbers)",
         )
     parser.add_argument("--tile-overlap", type=non_negative_int, metavar="PIXELS", help="overlap of tiles (default 32)")
 

@@ -127,7 +127,7 @@ def collect_inputs(
     folder, left out); a file named directly is taken whatever its extension (and fails later if it is no image).
     """
     from ..image_files import IMAGE_EXTENSIONS, glob_files, is_image_file, walk_files
-    from ..image_io import is_url
+    from ..image_io import is_url, not_a_regular_file
 
     items, failures, seen = [], [], set()
 
@@ -166,7 +166,7 @@ def collect_inputs(
             for file in matches:
                 add(str(file), file.relative_to(base), file.resolve())
         elif path.exists():
-            failures.append((spec, "not a regular file or folder"))
+            failures.append((spec, not_a_regular_file(path) or "not a regular file or folder"))
         else:
             failures.append((spec, "no such file or folder"))
     return items, failures
