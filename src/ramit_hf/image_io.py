@@ -80,6 +80,8 @@ class ImageReadError(ValueError):
     """An input that cannot be read as an image; the message names the input and the problem."""
 
 
+_PNG_XMP_KEY = "XML:com.adobe.xmp"  # the iTXt chunk PNG files keep XMP in
+_XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))(\d)("|</tiff:Orientation>)')
 _EXIF_IFD = 0x8769
 _EXIF_PIXEL_SIZE = (0xA002, 0xA003)  # PixelXDimension, PixelYDimension, in the Exif IFD
 _TIFF_PIXEL_SIZE = (0x0100, 0x0101)  # ImageWidth, ImageLength, in IFD0
@@ -96,6 +98,7 @@ class ImageMetadata:
     dpi: tuple[float, float] | None = None
     png_colour: dict = field(default_factory=dict)
     text: dict[str, str] = field(default_factory=dict)
+    xmp: bytes | None = None  # the XMP packet, its tiff:Orientation reset to 1 as the EXIF one is
 
     def for_output(self, width: int, height: int, scale: float) -> ImageMetadata:
         """The metadata of a restored image of `width` x `height` pixels, `scale` times the input per side: the DPI
@@ -115,7 +118,8 @@ class ImageMetadata:
     def pil_info(self) -> dict:
         """As PIL's `Image.info` holds it (what `Image.open` gives, and what PNG saving takes from)."""
         info: dict = {**self.text, **self.png_colour}
-        for key, value in (("icc_profile", self.icc_profile), ("exif", self.exif), ("dpi", self.dpi)):
+        values = (("icc_profile", self.icc_profile), ("exif", self.exif), ("dpi", self.dpi), ("xmp", self.xmp))
+        for key, value in values:
             if value is not None:
                 info[key] = value
         return info
@@ -144,16 +148,22 @@ def metadata_of(image: Image.Image) -> tuple[ImageMetadata, int]:
         if x > 0 and y > 0:
             dpi = (y, x) if orientation in (5, 6, 7, 8) else (x, y)
     png = image.format in ("PNG", None)  # None: made in memory, e.g. the pipeline's outputs
+    xmp = info.get("xmp") or info.get(_PNG_XMP_KEY)
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    if xmp:  # upright now, as the EXIF orientation says once it is reset
+        xmp = _XMP_ORIENTATION.sub(lambda match: match[1] + b"1" + match[3], xmp)
     text = {
         key: str(value)
         for key, value in info.items()
         if png
         and isinstance(key, str)
         and isinstance(value, str)
-        and not key.lower().startswith("raw profile type")  # ImageMagick's EXIF
+        and key != _PNG_XMP_KEY
+        and not key.lower().startswith("raw profile type")  # ImageMagick's copies of EXIF and IPTC
     }
     colour = {key: info[key] for key in ("srgb", "gamma", "chromaticity") if png and key in info}
-    return ImageMetadata(info.get("icc_profile") or None, exif, dpi, colour, text), orientation
+    return ImageMetadata(info.get("icc_profile") or None, exif, dpi, colour, text, xmp or None), orientation
 
 
 @dataclass
@@ -654,12 +664,13 @@ def save_image(
 def _pillow_options(format: str, metadata: ImageMetadata, quality: int | None) -> dict:
     """Pillow's save options that carry `metadata` into `format` (PNG's chunks are written by `_write_png`)."""
     keep = {
-        "JPEG": ("icc_profile", "exif", "dpi"),
-        "WEBP": ("icc_profile", "exif"),
+        "JPEG": ("icc_profile", "exif", "dpi", "xmp"),
+        "WEBP": ("icc_profile", "exif", "xmp"),
         "TIFF": ("icc_profile", "dpi"),
         "BMP": ("dpi",),
     }.get(format, ())
     values: dict = {"icc_profile": metadata.icc_profile, "exif": metadata.exif, "dpi": metadata.dpi}
+    values["xmp"] = metadata.xmp
     options = {key: values[key] for key in keep if values[key] is not None}
     if format == "PNG":
         options = {"icc_profile": None, "exif": None}  # not from the image's own info: `_write_png` writes them
@@ -699,6 +710,8 @@ def _png_metadata_chunks(metadata: ImageMetadata) -> bytes:
         chunks.append(_png_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1)))
     if metadata.exif:
         chunks.append(_png_chunk(b"eXIf", metadata.exif.removeprefix(b"Exif\x00\x00")))
+    if metadata.xmp:
+        chunks.append(_png_chunk(b"iTXt", _PNG_XMP_KEY.encode() + b"\x00\x00\x00\x00\x00" + metadata.xmp))
     for key, value in metadata.text.items():
         name = key.encode("latin-1", "replace")[:79]
         try:

@@ -121,6 +121,16 @@ def test_the_pipeline_returns_float_and_16_bit_images_at_their_depth(tmp_path, t
 
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+XMP = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+    b'tiff:Orientation="6"><dc:rights>CC BY 4.0</dc:rights></rdf:Description></rdf:RDF></x:xmpmeta>'
+)
+
+
+def _xmp(image: Image.Image) -> bytes:
+    value = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp") or b""
+    return value.encode() if isinstance(value, str) else value
 
 
 def _exif(orientation: int, width: int, height: int) -> Image.Exif:
@@ -140,7 +150,7 @@ def _tagged_inputs(folder, deep_rgb):
     text.add_itxt("Title", "Grand-m\u00e8re \u2713")
     options = dict(icc_profile=SRGB, exif=_exif(6, 24, 20), dpi=(300, 300))
     Image.fromarray(pixels).save(folder / "tagged.png", pnginfo=text, **options)
-    Image.fromarray(pixels).save(folder / "photo.jpg", quality=95, **options)
+    Image.fromarray(pixels).save(folder / "photo.jpg", quality=95, xmp=XMP, **options)
     save_image(deep_rgb, folder / "deep.png", metadata=load_image(folder / "tagged.png").metadata)
     return folder
 
@@ -159,6 +169,8 @@ def test_restored_files_keep_profile_exif_dpi_and_text(tmp_path, tiny, deep_rgb)
         assert dict(exif.get_ifd(0x8769)) == {0xA002: size[0], 0xA003: size[1]}, name
     out = Image.open(tmp_path / "out" / "tagged.png")
     assert out.text == {"Comment": "scanned 1987", "Title": "Grand-m\u00e8re \u2713"}
+    # XMP is kept, its orientation reset as the EXIF one is
+    assert _xmp(Image.open(tmp_path / "out" / "photo.png")) == XMP.replace(b'Orientation="6"', b'Orientation="1"')
     # the same through --format: JPEG with the chosen quality, WebP, TIFF
     for format, suffix in (("jpeg", ".jpg"), ("webp", ".webp"), ("tiff", ".tif")):
         extra = ("--quality", "70") if format == "jpeg" else ()
@@ -167,6 +179,7 @@ def test_restored_files_keep_profile_exif_dpi_and_text(tmp_path, tiny, deep_rgb)
         assert out.format == format.upper() and out.info.get("icc_profile") == SRGB, format
         if format != "tiff":
             assert out.getexif()[0x010F] == "TestCam" and out.getexif().get(0x0112, 1) == 1, format
+            assert b"<dc:rights>CC BY 4.0</dc:rights>" in _xmp(out) and b'Orientation="1"' in _xmp(out), format
         if format != "webp":
             assert out.info["dpi"] == pytest.approx((600, 600), abs=0.01), format
     lenient = Image.open(tmp_path / "jpeg" / "photo.jpg").quantization[0][0]
