@@ -99,6 +99,9 @@ class ImageMetadata:
     png_colour: dict = field(default_factory=dict)
     text: dict[str, str] = field(default_factory=dict)
     xmp: bytes | None = None  # the XMP packet, its tiff:Orientation reset to 1 as the EXIF one is
+    float_white: float = (
+        1.0  # the white of float samples (255.0 for 8-bit levels stored as float): float outputs keep it
+    )
 
     def for_output(self, width: int, height: int, scale: float) -> ImageMetadata:
         """The metadata of a restored image of `width` x `height` pixels, `scale` times the input per side: the DPI

@@ -88,17 +88,28 @@ def stored_float_to_unit(pixels: np.ndarray, rescale_factor: float | None = None
     [0, 1]) the values are multiplied by it instead, and must then lie in [0, 1].
     """
     pixels = np.asarray(pixels, dtype=np.float32)
+    if rescale_factor is None:
+        white = float_white_level(pixels)
+        return pixels if white == 1 else pixels / np.float32(white)
     if not np.isfinite(pixels).all():
         raise ValueError("image contains NaN or infinite values")
     low, high = float(pixels.min(initial=np.inf)), float(pixels.max(initial=-np.inf))
-    if rescale_factor is None:
-        if low < 0 or high > 255:
-            raise ValueError(f"float image values must lie in [0, 1] or in [0, 255], got [{low:g}, {high:g}]")
-        return pixels if high <= 1 else pixels / np.float32(255)
     if low * rescale_factor < 0 or high * rescale_factor > 1:
         which = "with do_rescale=False" if rescale_factor == 1 else f"times the rescale factor {rescale_factor:g}"
         raise ValueError(f"float image values {which} must lie in [0, 1], got [{low:g}, {high:g}]")
     return pixels if rescale_factor == 1 else pixels * np.float32(rescale_factor)
+
+
+def float_white_level(pixels) -> float:
+    """The white of float pixels by the rule of `stored_float_to_unit`: 1.0 for values within [0, 1], 255.0 for
+    values within [0, 255]; ValueError naming the range for anything else (and for NaN or infinity)."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if not np.isfinite(pixels).all():
+        raise ValueError("image contains NaN or infinite values")
+    low, high = float(pixels.min(initial=np.inf)), float(pixels.max(initial=-np.inf))
+    if low < 0 or high > 255:
+        raise ValueError(f"float image values must lie in [0, 1] or in [0, 255], got [{low:g}, {high:g}]")
+    return 1.0 if high <= 1 else 255.0
 
 
 def _integer_range(image: np.ndarray) -> int:
@@ -320,6 +331,7 @@ def _as_image_list(images) -> list:
 __all__ = [
     "RamitImageProcessor",
     "convert_channels",
+    "float_white_level",
     "image_to_array",
     "stored_float_to_unit",
     "symmetric_pad",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import types
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from .image_io import ImageMetadata, describe, is_encoded_image, load_image
 from .image_processing_ramit import (
     RamitImageProcessor,
     convert_channels,
+    float_white_level,
     image_to_array,
     stored_float_to_unit,
     to_integer_image,
@@ -63,8 +65,8 @@ class ImageRestorationPipeline(Pipeline):
         batch_size (`int`, defaults to 1): consecutive inputs of the same size are restored together.
         output_type (`str`, defaults to `"pil"`): `"pil"` or `"np"` (uint8/uint16 HWC array, HW for gray).
         bit_depth (`int` or `"auto"`, defaults to 8): 8 or 16 bits per channel; `"auto"` follows the input (16 for
-            16-bit images; float32 in [0, 1] for float images and float TIFFs). PIL holds 16 bits and float only for
-            gray images (modes I;16 and F): use `output_type="np"` otherwise.
+            16-bit images; float32 on the input's scale, [0, 1] or [0, 255], for float images and float TIFFs). PIL
+            holds 16 bits and float only for gray images (modes I;16 and F): use `output_type="np"` otherwise.
         do_rescale (`bool`, *optional*): the image processor's `do_rescale`, for float arrays already in [0, 1].
         with_metadata (`bool`, defaults to False): return `(image, metadata)` pairs, `metadata` an
             `image_io.ImageMetadata` for the restored image (what `save_image(..., metadata=)` writes), for arrays.
@@ -231,10 +233,11 @@ class ImageRestorationPipeline(Pipeline):
             source, pixels, mode, bit_depth = decoded.source, decoded.pixels, decoded.mode, decoded.bit_depth
             metadata = decoded.metadata
             layout = "channels_last" if pixels.ndim == 3 else None
-            alpha = None
+            alpha, white = None, 1.0
             try:
                 stored_float = pixels.dtype.kind == "f"
                 if stored_float:
+                    white = float_white_level(pixels)
                     pixels = stored_float_to_unit(pixels)
                 if mode in ("LA", "RGBA"):
                     pixels, alpha = pixels[..., :-1], pixels[..., -1]
@@ -248,9 +251,15 @@ class ImageRestorationPipeline(Pipeline):
                 array = image_to_array(image, input_data_format, do_rescale, processor.rescale_factor)
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from None
-            bit_depth = 16 if str(image.dtype) in ("uint16", "torch.uint16") else 8
+            bit_depth, white = 16 if str(image.dtype) in ("uint16", "torch.uint16") else 8, 1.0
             if image.dtype.is_floating_point if isinstance(image, torch.Tensor) else image.dtype.kind == "f":
-                bit_depth = 32
+                bit_depth = 32  # float out on the input's scale: [0, 1], or [0, 255] under the rule of float files
+                if do_rescale and processor.rescale_factor == 1 / 255:
+                    white = float_white_level(
+                        image.detach().float().cpu() if isinstance(image, torch.Tensor) else image
+                    )
+                elif do_rescale:
+                    white = 1 / processor.rescale_factor
             height, width = array.shape[-2:]
             if max_pixels and height * width > max_pixels:
                 raise ValueError(
@@ -275,7 +284,7 @@ class ImageRestorationPipeline(Pipeline):
             "mode": mode,
             "alpha": alpha,
             "input_bit_depth": bit_depth,
-            "metadata": metadata,
+            "metadata": replace(metadata, float_white=white),
         }
 
     def forward(self, model_inputs, **forward_params):
@@ -302,8 +311,8 @@ class ImageRestorationPipeline(Pipeline):
             alpha = _resize_alpha(model_outputs["alpha"], image.shape[-2:])
             image = torch.cat([image, alpha])
         bits = model_outputs["input_bit_depth"] if bit_depth == "auto" else bit_depth
-        if bits == 32:  # float in, float out: values in [0, 1], as float TIFFs hold them
-            array = image.clamp(0, 1).numpy().transpose(1, 2, 0)
+        if bits == 32:  # float in, float out, on the input's scale ([0, 1], or [0, 255] for 8-bit levels)
+            array = (image.clamp(0, 1) * model_outputs["metadata"].float_white).numpy().transpose(1, 2, 0)
             array = np.ascontiguousarray(array[..., 0] if array.shape[-1] == 1 else array)
         else:
             array = to_integer_image(image, bits, as_pil=False)

@@ -70,6 +70,19 @@ def test_float_tiffs_are_read_and_restored_as_float(tmp_path, tiny, deep_rgb):
     assert _restore(tmp_path / "png" / "float.png", "-o", tmp_path / "out", "--model", tiny) == 0
     sixteen = load_image(tmp_path / "out" / "float.png").pixels / 65535
     assert np.abs(tifffile.imread(tmp_path / "out" / "float.tif") - sixteen).max() < 2e-4
+    # a float TIFF of 8-bit levels (values in [0, 255]) is restored on that scale, also when written as 16-bit PNG
+    (tmp_path / "levels").mkdir()
+    tifffile.imwrite(tmp_path / "levels" / "float.tif", unit * 255, photometric="rgb")
+    assert _restore(tmp_path / "levels" / "float.tif", "-o", tmp_path / "levels-out", "--model", tiny) == 0
+    levels = tifffile.imread(tmp_path / "levels-out" / "float.tif")
+    assert np.abs(levels / 255 - tifffile.imread(tmp_path / "out" / "float.tif")).max() < 1e-5
+    assert _restore(tmp_path / "levels" / "float.tif", "-o", tmp_path / "as16.png", "--model", tiny) == 0
+    assert (
+        np.abs(
+            load_image(tmp_path / "as16.png").pixels.astype(int) - load_image(tmp_path / "out" / "float.png").pixels
+        ).max()
+        <= 1
+    )
 
 
 def test_deep_ppm_and_pgm_files_keep_their_depth_and_white(tmp_path, tiny, deep_rgb):
@@ -118,6 +131,8 @@ def test_the_pipeline_returns_float_and_16_bit_images_at_their_depth(tmp_path, t
     restored = pipe(unit, output_type="np", bit_depth="auto", do_rescale=False)
     assert restored.dtype == np.float32 and restored.shape == (40, 48, 3)
     assert pipe(unit[..., 0], bit_depth="auto", do_rescale=False).mode == "F"
+    levels = pipe(unit * 255, output_type="np", bit_depth="auto")  # 8-bit levels as float: out on the same scale
+    assert np.abs(levels / 255 - restored).max() < 1e-5
 
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()

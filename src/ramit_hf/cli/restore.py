@@ -368,7 +368,7 @@ def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, l
             result, metadata = result
             try:
                 save_image(
-                    _fit_bit_depth(result, job.output),
+                    _fit_bit_depth(result, job.output, metadata.float_white),
                     job.output,
                     overwrite=args.overwrite,
                     metadata=metadata,
@@ -392,17 +392,17 @@ def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, l
     return restored, failures
 
 
-def _fit_bit_depth(array, output: Path):
+def _fit_bit_depth(array, output: Path, float_white: float = 1.0):
     """16-bit and float results go as they are to the formats that hold them (`image_io.SIXTEEN_BIT_EXTENSIONS`,
     `FLOAT_EXTENSIONS`); where the output's format holds less (an output file named by the user), float becomes
-    16-bit and 16-bit becomes 8-bit, rounded as the 8-bit path rounds."""
+    16-bit (from its white, `float_white`) and 16-bit becomes 8-bit, rounded as the 8-bit path rounds."""
     import numpy as np
 
     from ..image_io import FLOAT_EXTENSIONS, SIXTEEN_BIT_EXTENSIONS
 
     suffix = output.suffix.lower()
     if array.dtype == np.float32 and suffix not in FLOAT_EXTENSIONS:
-        array = np.round(np.clip(array, 0, 1) * 65535).astype(np.uint16)
+        array = np.round(np.clip(array / float_white, 0, 1) * 65535).astype(np.uint16)
     if array.dtype == np.uint16 and suffix not in SIXTEEN_BIT_EXTENSIONS:
         return np.round(array / 257.0).astype(np.uint8)
     return array
