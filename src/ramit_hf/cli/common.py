@@ -22,6 +22,14 @@ def fail(command: str, error) -> int:
     return 2
 
 
+def write_errors() -> tuple[type[BaseException], ...]:
+    """What a write that fails midway raises (a full disk, a quota, a file size limit): OSError, and safetensors' own
+    error for weights."""
+    from safetensors import SafetensorError
+
+    return (OSError, SafetensorError)
+
+
 def check_device(device: str | None) -> None:
     """Raise ValueError, naming `device` (a --device value) and what this machine has, unless it can run a model:
     an unknown name, the meta device (it holds no data), or an accelerator this machine lacks ('auto' and None
@@ -167,4 +175,5 @@ __all__ = [
     "non_negative_int",
     "positive_int",
     "tile_size",
+    "write_errors",
 ]

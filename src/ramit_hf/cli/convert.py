@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..configuration_ramit import TASKS, VARIANTS
-from .common import fail
+from .common import fail, write_errors
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,8 +25,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safetensors import SafetensorError
-
     from ..convert import CheckpointError, convert_original_checkpoint, save_model_folder
 
     try:
@@ -37,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         folder = save_model_folder(model, args.output_dir, overwrite=args.overwrite)
     except FileExistsError as error:
         return fail("convert", error)
-    except (OSError, SafetensorError) as error:  # a full disk, a quota, a file size limit, a read-only folder
+    except write_errors() as error:  # a full disk, a quota, a file size limit, a read-only folder
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         return fail("convert", f"cannot write {args.output_dir}: {reason}; nothing was written")
     config = model.config

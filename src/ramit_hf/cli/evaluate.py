@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except (TestSetError, ValueError, FileExistsError) as error:
         return fail("evaluate", error)
+    except OSError as error:  # --save-images onto a full disk, a read-only folder
+        return fail("evaluate", f"cannot write the restored images: {error}")
     except torch.OutOfMemoryError:
         return fail("evaluate", "out of memory; try --tile 256 (or a smaller tile)")
 
