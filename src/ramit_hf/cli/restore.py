@@ -225,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
     if args.overwrite and args.skip_existing:
         return fail("restore", "--overwrite and --skip-existing contradict each other")
     try:
-        check_device(args.device)
+        if args.runtime != "onnxruntime":  # an ONNX Runtime model takes CPU inputs and says so itself
+            check_device(args.device)
     except ValueError as error:
         return fail("restore", error)
     from ..image_files import IMAGE_EXTENSIONS
