@@ -54,3 +54,16 @@ def test_folders_are_replaced_only_when_complete(tmp_path):
         (staging / "weights").write_text("3")
     assert [p.name for p in folder.iterdir()] == ["weights"] and (folder / "weights").read_text() == "3"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging or old folders left behind
+
+
+def test_a_write_that_fails_midway_names_the_destination_and_leaves_nothing(tmp_path):
+    import errno
+
+    def fills_the_disk(file):
+        file.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"\[Errno 28\] No space left on device: '.*out.png'") as caught:
+        write_file_atomic(tmp_path / "out.png", fills_the_disk)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []

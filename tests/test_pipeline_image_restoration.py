@@ -154,10 +154,15 @@ def test_16_bit_png_is_restored_with_all_its_bits(pipe, crop, tmp_path):
 
 
 def test_tiling_arguments_reach_restore_tensor(pipe, crop):
-    pixel_values = processor_for(pipe.model.config)(crop, do_pad=False, return_tensors="pt")["pixel_values"]
-    tiled = restore_tensor(pipe.model, pixel_values, tile_size=16, tile_overlap=4)[0].clamp(0, 1)
+    larger = Image.open(shared_path(*BIRD)).convert("RGB").crop((0, 0, 100, 80))
+    pixel_values = processor_for(pipe.model.config)(larger, do_pad=False, return_tensors="pt")["pixel_values"]
+    tiled = restore_tensor(pipe.model, pixel_values, tile_size=64, tile_overlap=16)[0].clamp(0, 1)
     expected = (tiled * 255).round().byte().permute(1, 2, 0).numpy()
-    assert np.array_equal(np.asarray(pipe(crop, tile_size=16, tile_overlap=4)), expected)
+    assert np.array_equal(np.asarray(pipe(larger, tile_size=64, tile_overlap=16)), expected)
+    # a tile below the floor is raised to it, with a warning: 16-px tiles would only multiply the work
+    with pytest.warns(UserWarning, match=r"tile size 16 raised to 64: every tile is padded to 32 pixels"):
+        raised = pipe(larger, tile_size=16, tile_overlap=16)
+    assert np.array_equal(np.asarray(raised), expected)
     # "auto" restores small images whole, as tile_size=0 does
     assert np.array_equal(np.asarray(pipe(crop, tile_size="auto")), np.asarray(pipe(crop, tile_size=0)))
     with pytest.raises(ValueError, match="tile_size"):
@@ -221,6 +226,24 @@ def test_float_images_from_files_and_pil_are_read_on_the_scale_their_values_lie_
         rule = r"bad.tif: float image values must lie in \[0, 1\] or in \[0, 255\], "
         with pytest.raises(ValueError, match=rule + shown):
             pipe(str(tmp_path / "bad.tif"))
+
+
+def test_float_arrays_and_tensors_follow_the_rule_of_float_files(pipe, crop, tmp_path):
+    # one rule for files, arrays and tensors: [0, 1] as it is, [0, 255] as 8-bit levels, anything else an error
+    gray = np.asarray(crop.convert("L"))
+    expected = np.asarray(pipe(Image.fromarray(gray)))
+    unit, levels = gray.astype(np.float32) / 255, gray.astype(np.float32)
+    for source in (unit, levels, torch.from_numpy(unit), torch.from_numpy(levels).double()):
+        out = pipe(source, bit_depth=8)
+        assert out.mode == "L" and np.abs(np.asarray(out).astype(int) - expected).max() <= 1
+    rule = r"float image values must lie in \[0, 1\] or in \[0, 255\], got "
+    for values, shown in ((levels * 257, r"\[\d+, \d{5}\]"), (unit - 0.5, r"\[-0.\d+, 0.\d+\]"), (-levels, r"\[-2")):
+        Image.fromarray(values).save(tmp_path / "far.tif")
+        for source in (values, torch.from_numpy(values), str(tmp_path / "far.tif")):
+            with pytest.raises(ValueError, match=rule + shown):
+                pipe(source)
+    with pytest.raises(ValueError, match=r"values with do_rescale=False must lie in \[0, 1\], got \[\d+, \d+\]"):
+        pipe(levels, do_rescale=False)
 
 
 def test_bad_input_in_a_list_is_named_by_index(pipe, crop):

@@ -185,3 +185,36 @@ def test_old_result_files_are_removed(app):
     os.utime(old, (hours_ago, hours_ago))
     app.prune_outputs(max_age_s=3600)
     assert not old.exists() and (new / "ramit_sr_x2.png").is_file()
+
+
+def test_every_upload_form_is_checked_before_decoding(app, tmp_path):
+    # a file upload and the same bytes as a `data:` URL (what the API and the clipboard send) meet the same checks
+    import base64
+    import io
+
+    import gradio as gr
+    from gradio.data_classes import ImageData
+    from hostile_files import png_bomb
+
+    component = app.checked_image_input(type="numpy", image_mode="RGB")
+
+    def as_file(data: bytes, name: str) -> ImageData:
+        (tmp_path / name).write_bytes(data)
+        return ImageData(path=str(tmp_path / name), orig_name=name)
+
+    def as_data_url(data: bytes, name: str) -> ImageData:
+        return ImageData(url="data:image/png;base64," + base64.b64encode(data).decode(), orig_name=name)
+
+    buffer = io.BytesIO()
+    Image.open(shared_path("testsets", "Set5", "LR_bicubic", "X2", "birdx2.png")).save(buffer, format="PNG")
+    photo = buffer.getvalue()
+    budget = f"this Space restores images of at most {app.MAX_OUTPUT_PIXELS:,} pixels"
+    for form in (as_file, as_data_url):
+        assert component.preprocess(form(photo, "bird.png")).shape == (144, 144, 3)
+        with pytest.raises(gr.Error, match=r"The upload cut.png is a damaged or truncated image \(.*\); upload the"):
+            component.preprocess(form(photo[: len(photo) // 2], "cut.png"))
+        with pytest.raises(gr.Error, match=rf"The upload big.png is too large: {budget}.*\(2000 x 2000 = 4,000,000"):
+            component.preprocess(form(png_bomb(2000, 2000, 8), "big.png"))
+        # beyond Pillow's own bomb limit: still "too large", not "not an image"
+        with pytest.raises(gr.Error, match=rf"The upload huge.png is too large: {budget}.*\(more than [\d,]+ pixels"):
+            component.preprocess(form(png_bomb(20000, 20000, 8), "huge.png"))

@@ -20,7 +20,10 @@ degraded here: bicubic downscaling (PIL's antialiased bicubic, the kernel of MAT
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import io
 import os
 import shutil
 import tempfile
@@ -218,40 +221,68 @@ def prune_outputs(max_age_s: float = OUTPUT_MAX_AGE_S) -> None:
 
 
 def checked_image_input(**kwargs) -> gr.Image:
-    """A `gr.Image` whose uploads are checked before gradio decodes them: a file that is empty, not an image, or
-    larger than the Space restores gets a message saying so instead of gradio's generic error. (The check wraps the
-    instance's `preprocess`: a subclass would make gradio write a type-stub file beside this app.)"""
+    """A `gr.Image` whose uploads are checked before gradio decodes them, whatever form they come in (a file, or a
+    `data:` URL as the API and the clipboard send): a file that is empty, not an image, truncated, or larger than the
+    Space restores gets a message saying so instead of gradio's generic error. (The check wraps the instance's
+    `preprocess`: a subclass would make gradio write a type-stub file beside this app.)"""
     component = gr.Image(**kwargs)
     decode = component.preprocess
 
     def preprocess(payload):
-        if payload is not None and payload.path and not str(payload.url or "").startswith("data:"):
-            _check_upload(Path(payload.path), payload.orig_name or Path(payload.path).name)
+        if payload is not None:
+            url = str(payload.url or "")
+            if url.startswith("data:"):
+                name = payload.orig_name or "image"
+                _check_upload(_data_url_bytes(url, name), name)
+            elif payload.path:
+                _check_upload(Path(payload.path), payload.orig_name or Path(payload.path).name)
         return decode(payload)
 
     component.preprocess = preprocess  # type: ignore[method-assign]
     return component
 
 
-def _check_upload(path: Path, name: str) -> None:
+def _not_readable(name: str) -> gr.Error:
+    return gr.Error(f"The upload {name} is not an image this Space can read; upload a PNG, JPEG or WebP file.")
+
+
+def _data_url_bytes(url: str, name: str) -> bytes:
+    header, _, payload = url.partition(",")
+    if not header.endswith(";base64"):
+        raise _not_readable(name)
     try:
-        size = path.stat().st_size
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise _not_readable(name) from None
+
+
+def _check_upload(upload: Path | bytes, name: str) -> None:
+    """The checks every upload goes through, a file or the bytes of a `data:` URL: not empty, an image, at most
+    `MAX_OUTPUT_PIXELS` (from the header, before decoding), and complete (decoded once it is known to be small)."""
+    try:
+        size = len(upload) if isinstance(upload, bytes) else upload.stat().st_size
     except OSError:
         raise gr.Error(f"The upload {name} could not be read; try again.") from None
     if size == 0:
         raise gr.Error(f"The upload {name} is an empty file (0 bytes), not an image.")
+    too_large = f"too large: this Space restores images of at most {MAX_OUTPUT_PIXELS:,} pixels; crop or downscale it"
     try:
-        with Image.open(path) as header:  # reads the header only
-            width, height = header.size
+        with Image.open(io.BytesIO(upload) if isinstance(upload, bytes) else upload) as image:  # the header only
+            width, height = image.size
+            if width * height > MAX_OUTPUT_PIXELS:
+                raise gr.Error(f"The upload {name} is {too_large} ({width} x {height} = {width * height:,} pixels).")
+            try:
+                image.load()
+            except Exception as error:
+                raise gr.Error(
+                    f"The upload {name} is a damaged or truncated image ({error}); upload the complete file."
+                ) from None
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours: refused from the header
+        raise gr.Error(f"The upload {name} is {too_large} (more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels).") from None
+    except gr.Error:
+        raise
     except Exception:
-        raise gr.Error(
-            f"The upload {name} is not an image this Space can read; upload a PNG, JPEG or WebP file."
-        ) from None
-    if width * height > MAX_OUTPUT_PIXELS:
-        raise gr.Error(
-            f"The upload {name} is {width} x {height} = {width * height:,} pixels, more than the {MAX_OUTPUT_PIXELS:,} "
-            "this Space restores; crop or downscale it first."
-        )
+        raise _not_readable(name) from None
 
 
 def _as_rgb_uint8(image) -> np.ndarray:

@@ -98,6 +98,11 @@ def write_file_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]
             file.flush()
             os.fsync(file.fileno())
         _move_file_into_place(temporary, path, overwrite)
+    except OSError as error:
+        if error.errno is None or error.filename not in (None, str(temporary), temporary):
+            raise
+        # a full disk, a quota, a file size limit: named by the destination, not by the temporary file (removed)
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     finally:
         temporary.unlink(missing_ok=True)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 
 from transformers import PreTrainedConfig
 
@@ -344,6 +345,11 @@ class RamitConfig(PreTrainedConfig):
         if not isinstance(data, dict):
             raise ValueError(
                 f"{json_file} is not a configuration: it holds a JSON {type(data).__name__}, not an object"
+            )
+        if data.get("model_type", cls.model_type) != cls.model_type:  # another model's folder
+            raise ValueError(
+                f"{os.path.dirname(json_file) or '.'} is not a RAMiT model: its config.json has model_type "
+                f"{data['model_type']!r}, not 'ramit'"
             )
         return data
 

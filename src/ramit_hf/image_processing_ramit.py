@@ -33,8 +33,10 @@ def _symmetric_index(size: int, padded: int, device) -> torch.Tensor:
 def image_to_array(image, input_data_format: str | None = None, do_rescale: bool = True, rescale_factor=None):
     """One image (PIL, numpy or torch) -> float32 numpy array (channels, height, width) in [0, 1].
 
-    When `do_rescale`, integer data are scaled by their white level (255 for 8-bit, 65535 for 16-bit) and float data
-    by `rescale_factor` (1/255 by default). Raises ValueError naming the problem.
+    When `do_rescale`, integer data are scaled by their white level (255 for 8-bit, 65535 for 16-bit); float data
+    follow the rule of float image files (`stored_float_to_unit`: values within [0, 1] as they are, within [0, 255]
+    as 8-bit levels, others an error naming their range), or are multiplied by a `rescale_factor` other than the
+    default 1/255. Without `do_rescale`, float data must lie in [0, 1]. Raises ValueError naming the problem.
     """
     if isinstance(image, Image.Image):
         image = _pil_to_numpy(image)
@@ -63,35 +65,48 @@ def image_to_array(image, input_data_format: str | None = None, do_rescale: bool
         maximum = _integer_range(image)
         image = image.astype(np.float32) / maximum if do_rescale else image.astype(np.float32)
     elif np.issubdtype(image.dtype, np.floating):
-        image = image.astype(np.float32)
-        if not np.isfinite(image).all():
-            raise ValueError("image contains NaN or infinite values")
-        if do_rescale:
-            if image.max(initial=0) <= 1.0:
-                logger.warning_once(
-                    "A float image with values in [0, 1] is being rescaled by 1/255; pass do_rescale=False if it is "
-                    "already in [0, 1]."
-                )
-            image = image * (1 / 255 if rescale_factor is None else rescale_factor)
+        if not do_rescale:
+            image = stored_float_to_unit(image, rescale_factor=1.0)
+        elif rescale_factor is None or rescale_factor == 1 / 255:
+            image = stored_float_to_unit(image)
+        else:
+            image = stored_float_to_unit(image, rescale_factor=rescale_factor)
     else:
         raise ValueError(f"unsupported image dtype {image.dtype}")
     return image
 
 
-def stored_float_to_unit(pixels: np.ndarray) -> np.ndarray:
-    """Float pixels as an image file or a PIL image (mode "F") stores them -> float32 in [0, 1].
+def stored_float_to_unit(pixels: np.ndarray, rescale_factor: float | None = None) -> np.ndarray:
+    """Float pixels (an image file, a PIL image of mode "F", a float array or tensor) -> float32 in [0, 1].
 
     Float images carry no white level: values within [0, 1] are taken as they are (the convention of float TIFF,
     PFM and EXR files), values within [0, 255] as 8-bit levels; anything else (negative values, values above 255,
-    NaN or infinity) raises ValueError naming the range, rather than guessing.
+    NaN or infinity) raises ValueError naming the range, rather than guessing. With `rescale_factor` (1: already in
+    [0, 1]) the values are multiplied by it instead, and must then lie in [0, 1].
     """
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if rescale_factor is None:
+        white = float_white_level(pixels)
+        return pixels if white == 1 else pixels / np.float32(white)
+    if not np.isfinite(pixels).all():
+        raise ValueError("image contains NaN or infinite values")
+    low, high = float(pixels.min(initial=np.inf)), float(pixels.max(initial=-np.inf))
+    if low * rescale_factor < 0 or high * rescale_factor > 1:
+        which = "with do_rescale=False" if rescale_factor == 1 else f"times the rescale factor {rescale_factor:g}"
+        raise ValueError(f"float image values {which} must lie in [0, 1], got [{low:g}, {high:g}]")
+    return pixels if rescale_factor == 1 else pixels * np.float32(rescale_factor)
+
+
+def float_white_level(pixels) -> float:
+    """The white of float pixels by the rule of `stored_float_to_unit`: 1.0 for values within [0, 1], 255.0 for
+    values within [0, 255]; ValueError naming the range for anything else (and for NaN or infinity)."""
     pixels = np.asarray(pixels, dtype=np.float32)
     if not np.isfinite(pixels).all():
         raise ValueError("image contains NaN or infinite values")
     low, high = float(pixels.min(initial=np.inf)), float(pixels.max(initial=-np.inf))
     if low < 0 or high > 255:
         raise ValueError(f"float image values must lie in [0, 1] or in [0, 255], got [{low:g}, {high:g}]")
-    return pixels if high <= 1 else pixels / np.float32(255)
+    return 1.0 if high <= 1 else 255.0
 
 
 def _integer_range(image: np.ndarray) -> int:
@@ -313,6 +328,7 @@ def _as_image_list(images) -> list:
 __all__ = [
     "RamitImageProcessor",
     "convert_channels",
+    "float_white_level",
     "image_to_array",
     "stored_float_to_unit",
     "symmetric_pad",

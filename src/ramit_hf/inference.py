@@ -39,7 +39,7 @@ def load_model(
     if runtime not in (None, *RUNTIMES):
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     if isinstance(source, (str, os.PathLike)):
-        is_onnx = Path(source).suffix == ".onnx"
+        is_onnx = Path(source).suffix.lower() == ".onnx"
         model = _load_onnx(Path(source)) if is_onnx and runtime != "torch" else None
     elif isinstance(source, RamitForImageRestoration):
         is_onnx, model = False, source
@@ -61,7 +61,7 @@ def load_model(
 
 def _load_from(source: str, task: str | None) -> RamitForImageRestoration:
     path = Path(source)
-    if path.suffix in (".pth", ".pt", ".ckpt") and path.is_file():
+    if path.suffix.lower() in (".pth", ".pt", ".ckpt") and path.is_file():
         from .convert import convert_original_checkpoint
 
         return convert_original_checkpoint(path, task=task)
@@ -117,7 +117,7 @@ def _load_onnx(path: Path):
 
 def _looks_local(source: str) -> bool:
     """A missing path that cannot be a Hub id (`owner/name`)."""
-    return source.startswith((".", "/", "~")) or source.count("/") > 1 or Path(source).suffix in (".pth", ".pt")
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or Path(source).suffix.lower() in (".pth", ".pt")
 
 
 def tune_cpu_allocator() -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import types
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -18,10 +19,11 @@ from PIL import Image
 from transformers import Pipeline
 from transformers.utils import logging
 
-from .image_io import describe, load_image
+from .image_io import ImageMetadata, describe, is_encoded_image, load_image
 from .image_processing_ramit import (
     RamitImageProcessor,
     convert_channels,
+    float_white_level,
     image_to_array,
     stored_float_to_unit,
     to_integer_image,
@@ -40,15 +42,19 @@ class ImageRestorationPipeline(Pipeline):
     Restores images with a RAMiT model (super-resolution, denoising, low-light enhancement, deraining): the paper's
     protocol (symmetric padding, forward, crop) through `ramit_hf.inference.restore_tensor`, optionally in tiles.
 
-    Inputs: a PIL image, a path, an http(s) URL, a numpy array or torch tensor (HW, HWC or CHW; uint8, uint16 or
-    float, floats scaled like the image processor does, i.e. by 1/255 unless `do_rescale=False`), or a list of these
-    (a 4-D array is a batch). Float images from files or in PIL mode "F" carry no white level: values within [0, 1]
-    are taken as they are, values within [0, 255] as 8-bit levels, others are an error. Paths, URLs and PIL images
-    are turned upright by their EXIF orientation; 16-bit PNGs keep all 16 bits.
+    Inputs: a PIL image, a path, an http(s) URL, the bytes of an image file (bytes, bytearray, BytesIO, an open binary
+    file), a numpy array or torch tensor (HW, HWC or CHW; uint8, uint16 or float), or a list of these (a 4-D array is
+    a batch). Float images (arrays, tensors, float TIFFs, PIL mode "F")
+    carry no white level: one rule for all, values within [0, 1] are taken as they are, values within [0, 255] as
+    8-bit levels, others are an error naming the range (`do_rescale=False`: in [0, 1] already). Paths, URLs and PIL
+    images are turned upright by their EXIF orientation; 16-bit PNG, TIFF and PNM files keep all 16 bits.
 
-    Output: per input, a PIL image (or an HWC array with `output_type="np"`) in the input's mode. Gray input to a
-    color model is restored as RGB and returned as L (BT.601 luma); color input to a gray model is restored as its
-    luma and returned with that luma in every channel. An alpha channel (RGBA, LA) is kept; for super-resolution it
+    Output: per input, a PIL image (or an HWC array with `output_type="np"`) in the input's mode. A PIL image keeps
+    what the input file said about itself in `image.info` (ICC profile, EXIF with the orientation reset and the pixel
+    sizes updated, DPI scaled with the image, PNG colour and text chunks), which `ramit_hf.image_io.save_image` writes
+    (Pillow's own `save` takes only some of it from `info`). Gray input to a color model is restored as RGB and
+    returned as L (BT.601 luma); color input to a gray model is restored as its luma and returned with that luma in
+    every channel. An alpha channel (RGBA, LA) is kept; for super-resolution it
     is resized with PIL's bicubic filter (Keys, a = -0.5) on float32 values.
 
     Call arguments (also accepted when building the pipeline):
@@ -59,8 +65,11 @@ class ImageRestorationPipeline(Pipeline):
         batch_size (`int`, defaults to 1): consecutive inputs of the same size are restored together.
         output_type (`str`, defaults to `"pil"`): `"pil"` or `"np"` (uint8/uint16 HWC array, HW for gray).
         bit_depth (`int` or `"auto"`, defaults to 8): 8 or 16 bits per channel; `"auto"` follows the input (16 for
-            16-bit images). PIL holds 16 bits only for gray images (mode I;16): use `output_type="np"` otherwise.
+            16-bit images; float32 on the input's scale, [0, 1] or [0, 255], for float images and float TIFFs). PIL
+            holds 16 bits and float only for gray images (modes I;16 and F): use `output_type="np"` otherwise.
         do_rescale (`bool`, *optional*): the image processor's `do_rescale`, for float arrays already in [0, 1].
+        with_metadata (`bool`, defaults to False): return `(image, metadata)` pairs, `metadata` an
+            `image_io.ImageMetadata` for the restored image (what `save_image(..., metadata=)` writes), for arrays.
         timeout (`float`, defaults to 10): seconds to wait for a URL.
 
     `device` and `dtype` (`torch.float32`, `torch.bfloat16`; `torch.float16` for GPUs) are the usual pipeline
@@ -110,6 +119,7 @@ class ImageRestorationPipeline(Pipeline):
         tile_overlap=None,
         output_type=None,
         bit_depth=None,
+        with_metadata=None,
         do_rescale=None,
         input_data_format=None,
         timeout=None,
@@ -128,6 +138,7 @@ class ImageRestorationPipeline(Pipeline):
             (forward, "tile_overlap", tile_overlap),
             (postprocess, "output_type", output_type),
             (postprocess, "bit_depth", bit_depth),
+            (postprocess, "with_metadata", with_metadata),
         ):
             if value is not None:
                 params[key] = value
@@ -219,14 +230,16 @@ class ImageRestorationPipeline(Pipeline):
             max_pixels = max_pixels_for(self.model.config.upscale)
         max_pixels = check_max_pixels(max_pixels)
         do_rescale = processor.do_rescale if do_rescale is None else do_rescale
-        if isinstance(image, (str, os.PathLike, Image.Image)):
+        if isinstance(image, (str, os.PathLike, Image.Image)) or is_encoded_image(image):
             decoded = load_image(image, timeout=timeout, max_pixels=max_pixels)
             source, pixels, mode, bit_depth = decoded.source, decoded.pixels, decoded.mode, decoded.bit_depth
+            metadata = decoded.metadata
             layout = "channels_last" if pixels.ndim == 3 else None
-            alpha = None
+            alpha, white = None, 1.0
             try:
                 stored_float = pixels.dtype.kind == "f"
                 if stored_float:
+                    white = float_white_level(pixels)
                     pixels = stored_float_to_unit(pixels)
                 if mode in ("LA", "RGBA"):
                     pixels, alpha = pixels[..., :-1], pixels[..., -1]
@@ -235,12 +248,20 @@ class ImageRestorationPipeline(Pipeline):
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from None
         elif isinstance(image, (np.ndarray, torch.Tensor)):
-            source = describe(image)
+            source, metadata = describe(image), ImageMetadata()
             try:
                 array = image_to_array(image, input_data_format, do_rescale, processor.rescale_factor)
             except ValueError as error:
                 raise ValueError(f"{source}: {error}") from None
-            bit_depth = 16 if str(image.dtype) in ("uint16", "torch.uint16") else 8
+            bit_depth, white = 16 if str(image.dtype) in ("uint16", "torch.uint16") else 8, 1.0
+            if image.dtype.is_floating_point if isinstance(image, torch.Tensor) else image.dtype.kind == "f":
+                bit_depth = 32  # float out on the input's scale: [0, 1], or [0, 255] under the rule of float files
+                if do_rescale and processor.rescale_factor == 1 / 255:
+                    white = float_white_level(
+                        image.detach().float().cpu() if isinstance(image, torch.Tensor) else image
+                    )
+                elif do_rescale:
+                    white = 1 / processor.rescale_factor
             height, width = array.shape[-2:]
             if max_pixels and height * width > max_pixels:
                 raise ValueError(
@@ -251,8 +272,8 @@ class ImageRestorationPipeline(Pipeline):
             color, alpha = (array[:3], array[3:]) if mode == "RGBA" else (array, None)
         else:
             raise TypeError(
-                f"cannot restore a {type(image).__name__}: pass a PIL image, a path, an http(s) URL, a numpy array "
-                "or a torch tensor"
+                f"cannot restore a {type(image).__name__}: pass a PIL image, a path, an http(s) URL, the bytes of an "
+                "image file (bytes, BytesIO), a numpy array or a torch tensor"
             )
         if mode in ("RGB", "RGBA") and self.model.config.num_channels == 1:
             logger.warning_once("a gray model restores the luma of color images; their color is not kept")
@@ -265,6 +286,7 @@ class ImageRestorationPipeline(Pipeline):
             "mode": mode,
             "alpha": alpha,
             "input_bit_depth": bit_depth,
+            "metadata": replace(metadata, float_white=white),
         }
 
     def forward(self, model_inputs, **forward_params):
@@ -279,7 +301,7 @@ class ImageRestorationPipeline(Pipeline):
         restored = restore_tensor(self.model, pixel_values, tile_size=tile, tile_overlap=tile_overlap if tile else None)
         return {"reconstruction": restored}
 
-    def postprocess(self, model_outputs, output_type="pil", bit_depth=8):
+    def postprocess(self, model_outputs, output_type="pil", bit_depth=8, with_metadata=False):
         restored = model_outputs["reconstruction"]
         height, width = model_outputs["pixel_values"].shape[-2:]
         image = self.image_processor.postprocess(restored, [(height, width)], output_type="pt")[0].cpu()
@@ -291,14 +313,22 @@ class ImageRestorationPipeline(Pipeline):
             alpha = _resize_alpha(model_outputs["alpha"], image.shape[-2:])
             image = torch.cat([image, alpha])
         bits = model_outputs["input_bit_depth"] if bit_depth == "auto" else bit_depth
-        array = to_integer_image(image, bits, as_pil=False)
+        if bits == 32:  # float in, float out, on the input's scale ([0, 1], or [0, 255] for 8-bit levels)
+            array = (image.clamp(0, 1) * model_outputs["metadata"].float_white).numpy().transpose(1, 2, 0)
+            array = np.ascontiguousarray(array[..., 0] if array.shape[-1] == 1 else array)
+        else:
+            array = to_integer_image(image, bits, as_pil=False)
+        metadata = model_outputs["metadata"].for_output(array.shape[1], array.shape[0], array.shape[1] / width)
         if output_type == "np":
-            return array
-        if bits == 16 and array.ndim == 3:
+            return (array, metadata) if with_metadata else array
+        if bits > 8 and array.ndim == 3:
+            kind = "float" if bits == 32 else "16-bit"
             raise ValueError(
-                f"PIL cannot hold 16-bit {mode} images; use output_type='np' (or bit_depth=8) for this input"
+                f"PIL cannot hold {kind} {mode} images; use output_type='np' (or bit_depth=8) for this input"
             )
-        return Image.fromarray(array)
+        result = Image.fromarray(array)
+        result.info.update(metadata.pil_info())
+        return (result, metadata) if with_metadata else result
 
 
 def _resize_alpha(alpha: np.ndarray, size) -> torch.Tensor:
@@ -311,7 +341,7 @@ def _resize_alpha(alpha: np.ndarray, size) -> torch.Tensor:
 
 
 def _is_single(images) -> bool:
-    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)):
+    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor)) or is_encoded_image(images):
         return True
     return not isinstance(images, (list, tuple, types.GeneratorType)) and not hasattr(images, "__iter__")
 

@@ -219,9 +219,9 @@ def check_weight_files(folder: str | os.PathLike) -> None:
     for path in sorted(Path(folder).iterdir()):
         if not path.is_file() or path.name in NEVER_LOADED:
             continue
-        if path.suffix == ".safetensors":
+        if path.suffix.lower() == ".safetensors":
             check_safetensors_file(path)
-        elif path.suffix in (".bin", ".pt", ".pth"):
+        elif path.suffix.lower() in (".bin", ".pt", ".pth"):
             load_torch_file(path, f"the checkpoint file {path.name}")
 
 

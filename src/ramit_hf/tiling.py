@@ -19,6 +19,7 @@ their PSNR against the ground truth is as good or better (scripts/benchmark_memo
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -33,20 +34,39 @@ DEFAULT_TILE_OVERLAP = 32
 AUTO_TILE_MAX_PIXELS = 512 * 512
 # Tile sides "auto" picks are multiples of this (RAMiT's padding multiple), so interior tiles need no padding.
 _TILE_MULTIPLE = 32
+# The smallest tile side used: every tile is padded to the padding multiple and overlaps its neighbours by up to
+# half its side, so smaller tiles save no memory and multiply the work (--tile 7 on 144 x 144: 1296 tiles of 32 x 32).
+MIN_TILE_SIZE = 64
+
+
+def tile_floor_message(tile_size: int) -> str | None:
+    """Why an explicit tile side below `MIN_TILE_SIZE` is raised to it, or None for a side that is kept."""
+    if 0 < tile_size < MIN_TILE_SIZE:
+        return (
+            f"tile size {tile_size} raised to {MIN_TILE_SIZE}: every tile is padded to {_TILE_MULTIPLE} pixels and "
+            f"overlaps its neighbours, so tiles below {MIN_TILE_SIZE} pixels save no memory and take many times longer"
+        )
+    return None
 
 
 def resolve_tile_size(tile_size: int | str | None, height: int, width: int) -> int | None:
     """The tile size to restore a `height` x `width` image with, or None for the whole image at once.
 
-    `tile_size`: `"auto"` (whole up to `AUTO_TILE_MAX_PIXELS` pixels, else `auto_tile_size`), `0` or `None` (always
-    whole), or a positive tile side in input pixels.
+    `tile_size`: `"auto"` (whole while the image padded to the padding multiple holds at most `AUTO_TILE_MAX_PIXELS`
+    pixels, else `auto_tile_size`: a 1 x 100000 strip is padded to 32 rows, so it is tiled along its length), `0` or
+    `None` (always whole), or a positive tile side in input pixels (raised to `MIN_TILE_SIZE`, with a warning).
     """
     if tile_size == "auto":
-        return auto_tile_size(height, width) if height * width > AUTO_TILE_MAX_PIXELS else None
+        padded = -(-height // _TILE_MULTIPLE) * _TILE_MULTIPLE * (-(-width // _TILE_MULTIPLE) * _TILE_MULTIPLE)
+        return auto_tile_size(height, width) if padded > AUTO_TILE_MAX_PIXELS else None
     if tile_size is None or tile_size == 0:
         return None
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0:
         raise ValueError(f"tile_size must be 'auto', 0 (no tiling) or a positive number of pixels, got {tile_size!r}")
+    message = tile_floor_message(tile_size)
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=2)
+        return MIN_TILE_SIZE
     return tile_size
 
 
@@ -187,9 +207,11 @@ __all__ = [
     "AUTO_TILE_MAX_PIXELS",
     "DEFAULT_TILE_OVERLAP",
     "DEFAULT_TILE_SIZE",
+    "MIN_TILE_SIZE",
     "auto_tile_size",
     "blend_window",
     "resolve_tile_size",
     "restore_tiled",
+    "tile_floor_message",
     "tile_starts",
 ]

@@ -3,6 +3,8 @@ and the problem, never a wrong or partial file, never an input replaced by its o
 
 import json
 import os
+import re
+import resource
 import signal
 import stat
 import subprocess
@@ -165,3 +167,71 @@ def test_the_pipeline_takes_a_pixel_budget(photo, tiny):
     with pytest.raises(ValueError, match=r"48x40 = 1,920 pixels is more than the pixel budget of 100"):
         pipe(np.asarray(Image.open(photo)), max_pixels=100)
     assert pipe(str(photo), max_pixels=0).size == (96, 80)
+
+
+@pytest.mark.parametrize(
+    "stop, status, words", [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted (Ctrl-C)")]
+)
+def test_sigterm_and_ctrl_c_during_a_write_leave_nothing_and_say_so(tmp_path, photo, tiny, stop, status, words):
+    # a real `ramit restore` in its own process, stopped while its output is being written: the write is held
+    # (after its bytes are in the temporary file, before it is put in place) until the signal comes
+    out = tmp_path / "out"
+    script = (
+        "import sys, time\n"
+        "import ramit_hf.atomic as atomic\n"
+        "def held(fd):\n"
+        "    print('writing', flush=True); time.sleep(600)\n"
+        "atomic.os.fsync = held\n"
+        "from ramit_hf.cli import main\n"
+        f"sys.exit(main(['restore', {str(photo)!r}, '-o', {str(out)!r}, '--model', {str(tiny)!r}, '--quiet']))\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        assert [p.name[:10] for p in out.iterdir()] == [".bird.png."]  # the temporary file, being written
+        writer.send_signal(stop)
+        _, err = writer.communicate(timeout=120)
+    finally:
+        writer.kill()
+    assert writer.returncode == status
+    assert (
+        err.strip() == f"ramit restore: {words}: stopped; files already written are complete and nothing "
+        "half-written was left"
+    )
+    assert list(out.iterdir()) == []
+
+
+def _ramit(*args) -> subprocess.CompletedProcess:
+    """`ramit ARGS...` in its own process, as a user runs it."""
+    command = [sys.executable, "-m", "ramit_hf.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_devices_the_machine_lacks_are_named_errors_not_tracebacks(tmp_path, photo, tiny):
+    folder = photo.parent
+    for command in (("restore", photo, "-o", tmp_path / "out"), ("evaluate", "--dataset", folder, "--no-progress")):
+        for device, problem in (
+            ("cuda:99", r"this machine has (no cuda device|\d+ cuda devices?)"),
+            ("meta", "the meta device holds no data"),
+            ("gpu0", "not a device name"),
+        ):
+            result = _ramit(*command, "--model", tiny, "--device", device)
+            assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+            assert re.fullmatch(rf"ramit {command[0]}: error: --device {device}: {problem}.*\n", result.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_write_that_fails_midway_is_a_named_error_and_leaves_nothing(tmp_path):
+    # a full disk, as a file size limit provokes it: the write fails with an OSError in the middle of the weights
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the failing write returns EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    command = [sys.executable, "-m", "ramit_hf.cli", "convert", checkpoint("RAMiT-slimSR_X2.pth"), tmp_path / "model"]
+    result = subprocess.run(
+        list(map(str, command)), capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"ramit convert: error: cannot write {tmp_path / 'model'}: " in result.stderr
+    assert "File too large" in result.stderr and result.stderr.rstrip().endswith("nothing was written")
+    assert list(tmp_path.iterdir()) == []  # no folder, no staging folder

@@ -264,3 +264,32 @@ def run_gpu_check_smoke(capsys):
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [row.split("|")[1].strip() for row in table[1:]] == ["bicubic (MATLAB)", "fp32", "bf16"]
     assert all(float(row.split("|")[5]) > 5 for row in table[1:])
+
+
+def test_a_damaged_training_image_or_trainer_state_stops_the_run_by_name(workspace, tmp_path):
+    # real `ramit train` processes: a truncated image passes the header check, so every image is decoded up front
+    data = tmp_path / "data"
+    data.mkdir()
+    for index, name in enumerate(("baboon", "comic", "lenna")):
+        with Image.open(shared_path("testsets", "Set14", "HR", f"{name}.png")) as image:
+            image.convert("RGB").crop((0, 0, 96, 96)).save(data / f"{index}.png")
+    cut = data / "1.png"
+    cut.write_bytes(cut.read_bytes()[: len(cut.read_bytes()) // 2])
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ramit_hf.cli", *train_command(workspace, out)]
+    command[command.index("--train-data") + 1] = str(data)
+    result = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert f"images that cannot be decoded in {data}: {cut}: corrupt or truncated image" in result.stderr
+    assert result.stderr.rstrip().endswith("remove or replace them (nothing was trained)")
+    assert not out.exists()
+    # --resume onto a checkpoint whose trainer_state.json is damaged
+    (out / "checkpoint-4").mkdir(parents=True)
+    (out / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4, "log_hist')
+    command = [sys.executable, "-m", "ramit_hf.cli", *train_command(workspace, out), "--resume"]
+    result = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    state = out / "checkpoint-4" / "trainer_state.json"
+    assert f"ramit train: error: cannot resume from {out / 'checkpoint-4'}: {state} is damaged (JSONDecodeError" in (
+        result.stderr
+    )

@@ -22,6 +22,44 @@ def fail(command: str, error) -> int:
     return 2
 
 
+def write_errors() -> tuple[type[BaseException], ...]:
+    """What a write that fails midway raises (a full disk, a quota, a file size limit): OSError, and safetensors' own
+    error for weights."""
+    from safetensors import SafetensorError
+
+    return (OSError, SafetensorError)
+
+
+def check_device(device: str | None) -> None:
+    """Raise ValueError, naming `device` (a --device value) and what this machine has, unless it can run a model:
+    an unknown name, the meta device (it holds no data), or an accelerator this machine lacks ('auto' and None
+    pass)."""
+    if device in (None, "auto"):
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"--device {device}: not a device name (e.g. cpu, cuda, cuda:1, mps)") from None
+    if parsed.type == "meta":
+        raise ValueError(f"--device {device}: the meta device holds no data, so no image can be restored on it")
+    if parsed.type == "cpu":
+        return
+    backend = getattr(torch, parsed.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    if backend is None or not getattr(backend, "is_available", lambda: False)():
+        raise ValueError(
+            f"--device {device}: this machine has no {parsed.type} device (torch.{parsed.type}.is_available() is "
+            "False); use --device cpu"
+        )
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if parsed.index is not None and parsed.index >= count:
+        raise ValueError(
+            f"--device {device}: this machine has {count} {parsed.type} device{'s' if count != 1 else ''} "
+            f"({parsed.type}:0 to {parsed.type}:{count - 1})"
+        )
+
+
 def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -47,7 +85,8 @@ def max_pixels(value: str) -> int:
 
 
 def tile_size(value: str) -> int | str:
-    """'auto', 0 (never tile) or a positive tile side, as `tiling.resolve_tile_size` takes them."""
+    """'auto', 0 (never tile) or a positive tile side, as `tiling.resolve_tile_size` takes them; a side below
+    `tiling.MIN_TILE_SIZE` is raised to it, with a line saying so."""
     if value == "auto":
         return value
     try:
@@ -56,7 +95,23 @@ def tile_size(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got {value!r}") from None
     if size < 0:
         raise argparse.ArgumentTypeError(f"the tile size must be 'auto', 0 or positive, got {size}")
-    return size
+    return _tile_floor(size)
+
+
+def positive_tile_size(value: str) -> int:
+    """A positive tile side (`--tile` where tiling is off by default), raised to `tiling.MIN_TILE_SIZE` as
+    `tile_size` raises it."""
+    return _tile_floor(positive_int(value))
+
+
+def _tile_floor(size: int) -> int:
+    from ..tiling import MIN_TILE_SIZE, tile_floor_message
+
+    message = tile_floor_message(size)
+    if message is None:
+        return size
+    print(f"ramit: --tile {size}: {message}", file=sys.stderr)
+    return MIN_TILE_SIZE
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +139,10 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, auto: bool) -> None:
         )
     else:
         parser.add_argument(
-            "--tile", type=positive_int, metavar="SIZE", help="restore in tiles of SIZE pixels (changes the numbers)"
+            "--tile",
+            type=positive_tile_size,
+            metavar="SIZE",
+            help="restore in tiles of SIZE pixels (changes the numbers)",
         )
     parser.add_argument("--tile-overlap", type=non_negative_int, metavar="PIXELS", help="overlap of tiles (default 32)")
 
@@ -112,8 +170,10 @@ __all__ = [
     "add_device_arguments",
     "add_model_arguments",
     "add_tiling_arguments",
+    "check_device",
     "fail",
     "non_negative_int",
     "positive_int",
     "tile_size",
+    "write_errors",
 ]

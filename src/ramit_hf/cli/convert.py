@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..configuration_ramit import TASKS, VARIANTS
-from .common import fail
+from .common import fail, write_errors
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,9 +29,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         model = convert_original_checkpoint(args.checkpoint, variant=args.variant, task=args.task)
-        folder = save_model_folder(model, args.output_dir, overwrite=args.overwrite)
-    except (CheckpointError, FileNotFoundError, FileExistsError) as error:
+    except (CheckpointError, FileNotFoundError) as error:
         return fail("convert", error)
+    try:
+        folder = save_model_folder(model, args.output_dir, overwrite=args.overwrite)
+    except FileExistsError as error:
+        return fail("convert", error)
+    except write_errors() as error:  # a full disk, a quota, a file size limit, a read-only folder
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        return fail("convert", f"cannot write {args.output_dir}: {reason}; nothing was written")
     config = model.config
     params = sum(p.numel() for p in model.parameters())
     print(f"{config.variant} {config.task} ({params:,} parameters) -> {folder}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_device_arguments, add_model_arguments, add_tiling_arguments, fail
+from .common import add_device_arguments, add_model_arguments, add_tiling_arguments, check_device, fail
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.output).exists():
             return fail("evaluate", f"{args.output} exists; pass --overwrite to replace it")
     try:
+        check_device(args.device)
         model = load_model(args.model, device=args.device, dtype=args.dtype, task=args.task)
     except (ModelLoadError, FileNotFoundError, ValueError, OSError, RuntimeError) as error:
         return fail("evaluate", error)
@@ -105,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except (TestSetError, ValueError, FileExistsError) as error:
         return fail("evaluate", error)
+    except OSError as error:  # --save-images onto a full disk, a read-only folder
+        return fail("evaluate", f"cannot write the restored images: {error}")
     except torch.OutOfMemoryError:
         return fail("evaluate", "out of memory; try --tile 256 (or a smaller tile)")
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..configuration_ramit import TASKS
-from .common import fail
+from .common import fail, write_errors
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             RuntimeError,
         ) as error:
             return fail("push", f"{source}: {error}")
-        except OSError as error:  # e.g. an upload that failed on the way
+        except write_errors() as error:  # e.g. an upload that failed on the way, a full disk for --dry-run
             return fail("push", f"{source}: {type(error).__name__}: {error}")
         cards = f"card with {result.num_results} result{'s' if result.num_results != 1 else ''}"
         if result.folder is not None:

@@ -2,7 +2,9 @@
 
 Inputs are files, folders (searched recursively for images) and glob patterns; each output keeps its input's path
 relative to the folder or the pattern's fixed prefix (a file given by itself: its name), under the output folder.
-Lossless formats keep their extension, lossy ones (JPEG, WebP) are written as PNG; 16-bit PNGs stay 16-bit.
+Lossless formats keep their extension, lossy ones (JPEG, WebP) are written as PNG unless --format says otherwise;
+16-bit PNG, TIFF and PNM files stay 16-bit, float TIFFs stay float. Each output keeps its input's ICC profile, EXIF
+(orientation reset, pixel sizes updated), DPI (scaled with the image) and PNG text, as far as its format holds them.
 Every output is written atomically and never over an existing file unless --overwrite. Failures are listed at the end
 (exit status 1) while the other images are still written.
 
@@ -19,7 +21,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import add_device_arguments, add_model_arguments, add_tiling_arguments, fail, max_pixels, positive_int
+from .common import (
+    add_device_arguments,
+    add_model_arguments,
+    add_tiling_arguments,
+    check_device,
+    fail,
+    max_pixels,
+    positive_int,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -57,8 +67,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--bit-depth",
         choices=("auto", "8", "16"),
         default="auto",
-        help="bits per channel of the outputs: auto (default) keeps 16-bit PNGs 16-bit; 16 writes every output as "
-        "16-bit PNG",
+        help="bits per channel of the outputs: auto (default) keeps 16-bit PNG, TIFF and PNM files 16-bit and float "
+        "TIFFs float; 16 writes every output at 16 bits (as PNG where its format holds only 8)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=tuple(FORMAT_EXTENSIONS),
+        help="format of every output (default: lossless inputs keep their format, JPEG and WebP become PNG)",
+    )
+    parser.add_argument(
+        "--quality",
+        type=quality,
+        metavar="Q",
+        help="JPEG / WebP quality from 1 to 100 (default 95), with --format jpeg or webp",
     )
     parser.add_argument(
         "--max-pixels",
@@ -72,6 +93,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no per-image lines and no progress bar")
     parser.set_defaults(run=run)
     return parser
+
+
+# --format -> the extension of the outputs
+FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif"}
+_LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
+
+
+def quality(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 100, got {value!r}")
+    return number
 
 
 @dataclass
@@ -98,7 +134,7 @@ def collect_inputs(
     folder, left out); a file named directly is taken whatever its extension (and fails later if it is no image).
     """
     from ..image_files import IMAGE_EXTENSIONS, glob_files, is_image_file, walk_files
-    from ..image_io import is_url
+    from ..image_io import is_url, not_a_regular_file
 
     items, failures, seen = [], [], set()
 
@@ -137,7 +173,7 @@ def collect_inputs(
             for file in matches:
                 add(str(file), file.relative_to(base), file.resolve())
         elif path.exists():
-            failures.append((spec, "not a regular file or folder"))
+            failures.append((spec, not_a_regular_file(path) or "not a regular file or folder"))
         else:
             failures.append((spec, "no such file or folder"))
     return items, failures
@@ -147,24 +183,34 @@ def _has_magic(text: str) -> bool:
     return any(char in text for char in "*?[")
 
 
-def output_name(relative: Path, bit_depth: str) -> Path:
-    """Lossless formats keep their extension; lossy ones, and every output with --bit-depth 16, become .png."""
+def output_name(relative: Path, bit_depth: str, format: str | None = None) -> Path:
+    """With `format` (--format), its extension; else lossless formats keep their extension, and lossy ones, and with
+    --bit-depth 16 those that hold only 8 bits, become .png."""
     from ..image_files import LOSSLESS_EXTENSIONS
+    from ..image_io import SIXTEEN_BIT_EXTENSIONS
 
     suffix = relative.suffix.lower()
-    if bit_depth == "16" or suffix not in LOSSLESS_EXTENSIONS:
-        return relative.with_suffix(".png") if suffix else relative.with_name(relative.name + ".png")
-    return relative
+    if format is not None:
+        new_suffix = FORMAT_EXTENSIONS[format]
+    elif (bit_depth == "16" and suffix not in SIXTEEN_BIT_EXTENSIONS) or suffix not in LOSSLESS_EXTENSIONS:
+        new_suffix = ".png"
+    else:
+        return relative
+    if suffix.lower() == new_suffix:
+        return relative
+    return relative.with_suffix(new_suffix) if suffix else relative.with_name(relative.name + new_suffix)
 
 
-def plan_outputs(items, output: Path, bit_depth: str, overwrite: bool, skip_existing: bool, single_file: bool) -> Plan:
+def plan_outputs(
+    items, output: Path, bit_depth: str, overwrite: bool, skip_existing: bool, single_file: bool, format=None
+) -> Plan:
     """Map inputs to outputs; refuse two inputs writing one file, and existing outputs unless told otherwise."""
     from ..image_io import is_url
 
     plan = Plan()
     targets: dict[Path, str] = {}
     for source, relative in items:
-        target = output if single_file else output / output_name(relative, bit_depth)
+        target = output if single_file else output / output_name(relative, bit_depth, format)
         key = target.resolve()
         if target.exists() and not is_url(source) and os.path.samefile(target, source):
             plan.failures.append((source, f"the output {target} is this input itself, which is never overwritten"))
@@ -185,7 +231,13 @@ def plan_outputs(items, output: Path, bit_depth: str, overwrite: bool, skip_exis
 def run(args: argparse.Namespace) -> int:
     if args.overwrite and args.skip_existing:
         return fail("restore", "--overwrite and --skip-existing contradict each other")
+    try:
+        if args.runtime != "onnxruntime":  # an ONNX Runtime model takes CPU inputs and says so itself
+            check_device(args.device)
+    except ValueError as error:
+        return fail("restore", error)
     from ..image_files import IMAGE_EXTENSIONS
+    from ..image_io import SIXTEEN_BIT_EXTENSIONS
 
     output = Path(args.output).expanduser()
     for spec in args.inputs:
@@ -207,10 +259,18 @@ def run(args: argparse.Namespace) -> int:
         return fail(
             "restore", f"{output} is a file; -o must be a folder (or, for a single input file, an image file name)"
         )
-    if single_file and args.bit_depth == "16" and output.suffix.lower() != ".png":
-        return fail("restore", f"--bit-depth 16 needs a .png output, not {output}")
+    if single_file and args.bit_depth == "16" and output.suffix.lower() not in SIXTEEN_BIT_EXTENSIONS:
+        return fail("restore", f"--bit-depth 16 needs a {', '.join(SIXTEEN_BIT_EXTENSIONS)} output, not {output}")
+    if single_file and args.format is not None:
+        from PIL import Image
+
+        if Image.registered_extensions().get(output.suffix.lower()) != args.format.upper():
+            return fail("restore", f"-o {output} and --format {args.format} name different formats; choose one")
+    lossy = args.format in ("jpeg", "webp") or (single_file and output.suffix.lower() in _LOSSY_EXTENSIONS)
+    if args.quality is not None and not lossy:
+        return fail("restore", "--quality applies to JPEG and WebP outputs: add --format jpeg or --format webp")
     try:
-        plan = plan_outputs(items, output, args.bit_depth, args.overwrite, args.skip_existing, single_file)
+        plan = plan_outputs(items, output, args.bit_depth, args.overwrite, args.skip_existing, single_file, args.format)
     except ValueError as error:
         return fail("restore", error)
 
@@ -306,6 +366,7 @@ def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, l
         tile_overlap=args.tile_overlap,
         output_type="np",
         bit_depth=bit_depth,
+        with_metadata=True,
         max_pixels=args.max_pixels,
     )
     last = time.perf_counter()
@@ -314,8 +375,15 @@ def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, l
         if isinstance(result, Exception):
             failures.append((job.source, _message(result, job.source)))
         else:
+            result, metadata = result
             try:
-                save_image(_fit_bit_depth(result, job.output), job.output, overwrite=args.overwrite)
+                save_image(
+                    _fit_bit_depth(result, job.output, metadata.float_white),
+                    job.output,
+                    overwrite=args.overwrite,
+                    metadata=metadata,
+                    quality=args.quality,
+                )
             except (OSError, ValueError) as error:
                 failures.append((job.source, f"cannot write {job.output}: {error}"))
             else:
@@ -334,11 +402,18 @@ def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, l
     return restored, failures
 
 
-def _fit_bit_depth(array, output: Path):
-    """16-bit results go to PNG as they are; other formats get 8 bits (rounded, as the 8-bit path rounds)."""
+def _fit_bit_depth(array, output: Path, float_white: float = 1.0):
+    """16-bit and float results go as they are to the formats that hold them (`image_io.SIXTEEN_BIT_EXTENSIONS`,
+    `FLOAT_EXTENSIONS`); where the output's format holds less (an output file named by the user), float becomes
+    16-bit (from its white, `float_white`) and 16-bit becomes 8-bit, rounded as the 8-bit path rounds."""
     import numpy as np
 
-    if array.dtype == np.uint16 and output.suffix.lower() != ".png":
+    from ..image_io import FLOAT_EXTENSIONS, SIXTEEN_BIT_EXTENSIONS
+
+    suffix = output.suffix.lower()
+    if array.dtype == np.float32 and suffix not in FLOAT_EXTENSIONS:
+        array = np.round(np.clip(array / float_white, 0, 1) * 65535).astype(np.uint16)
+    if array.dtype == np.uint16 and suffix not in SIXTEEN_BIT_EXTENSIONS:
         return np.round(array / 257.0).astype(np.uint8)
     return array
 

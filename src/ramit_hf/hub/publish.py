@@ -46,7 +46,7 @@ def prepare_model(source: str | os.PathLike, task: str | None = None) -> Prepare
     from ..inference import load_model
 
     path = Path(source)
-    if path.suffix in (".pth", ".pt") or path.is_file():
+    if path.suffix.lower() in (".pth", ".pt") or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         model = convert_original_checkpoint(path, task=task)

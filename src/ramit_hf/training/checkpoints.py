@@ -71,7 +71,22 @@ def resolve_resume(output_dir: Path, resume: bool | str | os.PathLike | None) ->
         check_weight_files(path)  # the Trainer unpickles optimizer.pt, rng_state.pth, ...: nothing that runs code
     except (UnsafeFileError, DamagedFileError, InvalidWeightsError) as error:
         raise TrainingSetupError(f"cannot resume from {path}: {error}") from None
+    _read_json(path / TRAINER_STATE_FILE, f"cannot resume from {path}")
     return path
+
+
+def _read_json(path: Path, context: str) -> dict:
+    """A JSON object from `path`; a `TrainingSetupError` starting with `context` and naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TrainingSetupError(
+            f"{context}: {path} is damaged ({type(error).__name__}: {error}); resume from an earlier checkpoint with "
+            "--resume <its folder>, or start over with --overwrite"
+        ) from None
+    if not isinstance(data, dict):
+        raise TrainingSetupError(f"{context}: {path} is damaged (a JSON {type(data).__name__}, not an object)")
+    return data
 
 
 def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
@@ -94,7 +109,7 @@ def check_resumable(output_dir: Path, run_info: dict) -> None:
     path = output_dir / RUN_FILE
     if not path.is_file():
         raise TrainingSetupError(f"cannot resume in {output_dir}: {RUN_FILE} is missing (not a ramit train run?)")
-    saved = json.loads(path.read_text())
+    saved = _read_json(path, f"cannot resume in {output_dir}")
     changes = []
     for key in ("train_images", "world_size", "gradient_accumulation_steps", "samples_per_epoch"):
         if saved.get(key) != run_info.get(key):

@@ -102,7 +102,7 @@ def resolve_settings(value) -> dict | None:
         raise DegradationError(f"expected a name, a file or a mapping of settings, got {value!r}")
     value = dict(value)
     base = str(value.pop("base", "realesrgan"))
-    path = Path(base) if base.endswith((".yaml", ".yml")) else BUILTIN_DIR / f"{base}.yaml"
+    path = Path(base) if base.lower().endswith((".yaml", ".yml")) else BUILTIN_DIR / f"{base}.yaml"
     if path == BUILTIN_DIR / "realesrgan.yaml":
         settings = builtin_settings()
     else:

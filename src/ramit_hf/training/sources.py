@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..image_files import IMAGE_EXTENSIONS, find_subfolder, list_images, match_name
-from ..image_io import pillow_bomb_check_off, to_channels
+from ..image_io import ImageReadError, decode_image_bytes, load_image, pillow_bomb_check_off, to_channels
 from ..pixel_budget import MAX_PIXELS_ENV, max_pixels_for
 from .pixels import DataError, pil_to_array, task_scale
 
@@ -245,20 +245,24 @@ def load_source(
             raise DataError("--train-lq/--val-lq take folders; for a dataset name its low-quality column instead")
     if len(dataset) == 0:
         raise DataError(f"{description} holds no images")
-    return ImageSource(dataset=dataset, sizes=_scan_sizes(dataset), description=description)
+    return ImageSource(dataset=dataset, sizes=_scan_sizes(dataset, description), description=description)
 
 
 def _looks_local(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.count("/") > 1
 
 
-def _scan_sizes(dataset) -> list:
+def _scan_sizes(dataset, description: str = "the data") -> list:
+    """[(HQ (height, width), LQ (height, width) or None)] from the images' headers; every image within the pixel
+    budget is also decoded once, as training decodes it, so that a damaged one stops the run before its first step
+    with its name (images above the budget are left undecoded for `check_sizes` to refuse)."""
     import datasets
 
     raw = dataset.cast_column("hq", datasets.Image(decode=False))
     if "lq" in dataset.column_names:
         raw = raw.cast_column("lq", datasets.Image(decode=False))
-    sizes = []
+    budget = max_pixels_for()
+    sizes, broken = [], []
     for row in raw:
         try:
             hq = _image_size(row["hq"])
@@ -266,7 +270,29 @@ def _scan_sizes(dataset) -> list:
         except (OSError, ValueError) as error:
             raise DataError(f"cannot read image {row['name']!r}: {error}") from None
         sizes.append((hq, lq))
+        for key, size in (("hq", hq), ("lq", lq)):
+            if size is not None and not (budget and size[0] * size[1] > budget):
+                problem = _decode_problem(row[key], row["name"])
+                if problem is not None:
+                    broken.append(problem)
+    if broken:
+        raise DataError(
+            f"images that cannot be decoded in {description}: {_listing(broken, 10)}; remove or replace them (nothing "
+            "was trained)"
+        )
     return sizes
+
+
+def _decode_problem(value, name: str) -> str | None:
+    """Why an undecoded `datasets.Image` value cannot be decoded by `image_io` (naming its file), or None."""
+    try:
+        if value.get("bytes"):
+            decode_image_bytes(value["bytes"], value.get("path") or name, max_pixels=0)
+        else:
+            load_image(value["path"], max_pixels=0)
+    except ImageReadError as error:
+        return str(error)
+    return None
 
 
 def check_sizes(source: ImageSource, task: str, patch_size: int | None = None) -> None:
