@@ -24,7 +24,11 @@ from ramit_hf.cli import main
 from ramit_hf.export.onnxruntime import create_session
 
 spandrel = import_spandrel()
-importlib.import_module("ramit_hf.spandrel").install(ignore_duplicates=True)
+# the app's registry with RAMiT added, as the custom node does to spandrel's main one (kept apart here, so that other
+# tests still see spandrel as `import ramit_hf` leaves it)
+REGISTRY = spandrel.ArchRegistry()
+REGISTRY.add(*spandrel.MAIN_REGISTRY)
+importlib.import_module("ramit_hf.spandrel").install(registry=REGISTRY)
 
 # x2, x4 and a colour denoiser, on a crop whose sides are no multiple of 32 (and one smaller than 32)
 CASES = [("RAMiT-1_X2.pth", (75, 50)), ("RAMiT-1_X4.pth", (45, 38)), ("RAMiT-1_CDN.pth", (61, 20))]
@@ -64,7 +68,7 @@ def _restore_cli(name: str, image, tmp_path) -> np.ndarray:
 
 
 def _comfyui(name: str, image) -> np.ndarray:
-    descriptor = spandrel.ModelLoader().load_from_file(checkpoint(name)).eval()
+    descriptor = spandrel.ModelLoader(registry=REGISTRY).load_from_file(checkpoint(name)).eval()
     ComfyModelPatcher(descriptor.model, torch.device("cpu"), torch.device("cpu")).load()
     descriptor.to(torch.device("cpu"))
     pixels = torch.from_numpy(np.asarray(Image.open(image), dtype=np.float32) / 255)[None]  # (B, H, W, C)
@@ -124,7 +128,7 @@ def test_comfyui_and_chainner_give_the_pixels_of_ramit_restore(name, crops, tmp_
 
 
 def test_current_comfyui_model_management_moves_and_casts_the_descriptor():
-    descriptor = spandrel.ModelLoader().load_from_file(checkpoint("RAMiT-slimSR_X2.pth")).eval()
+    descriptor = spandrel.ModelLoader(registry=REGISTRY).load_from_file(checkpoint("RAMiT-slimSR_X2.pth")).eval()
     patcher = ComfyModelPatcher(descriptor.model, torch.device("cpu"), torch.device("cpu"))
     patcher.load()  # transformers' read-only `device` made this an AttributeError
     patcher.offload()

@@ -79,8 +79,15 @@ def test_non_finite_outputs_are_not_written(tmp_path, photo, tiny, capsys):
     with torch.no_grad():
         model.ramit.shallow.weight.fill_(float("inf"))
     save_model_folder(model, tmp_path / "inf")
-    assert _restore(photo, "-o", tmp_path / "out", "--model", tmp_path / "inf") == 1
-    assert "non-finite values" in capsys.readouterr().err
+    # weights that hold infinity are refused when the model loads
+    assert _restore(photo, "-o", tmp_path / "out", "--model", tmp_path / "inf") == 2
+    assert re.search(r"ramit\.shallow\.weight holds \d+ non-finite values", capsys.readouterr().err)
+    # finite weights whose output overflows: the output check refuses to write it
+    with torch.no_grad():
+        model.ramit.shallow.weight.fill_(3e38)
+    save_model_folder(model, tmp_path / "huge")
+    assert _restore(photo, "-o", tmp_path / "out", "--model", tmp_path / "huge") == 1
+    assert "the model's output has" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or _files(tmp_path / "out") == []
 
 
