@@ -19,7 +19,8 @@ from PIL import Image
 from transformers import Pipeline
 from transformers.utils import logging
 
-from .image_io import ImageMetadata, describe, is_encoded_image, load_image
+from .image_io import describe, is_encoded_image, load_image
+from .image_metadata import ImageMetadata
 from .image_processing_ramit import (
     RamitImageProcessor,
     convert_channels,
@@ -69,7 +70,8 @@ class ImageRestorationPipeline(Pipeline):
             holds 16 bits and float only for gray images (modes I;16 and F): use `output_type="np"` otherwise.
         do_rescale (`bool`, *optional*): the image processor's `do_rescale`, for float arrays already in [0, 1].
         with_metadata (`bool`, defaults to False): return `(image, metadata)` pairs, `metadata` an
-            `image_io.ImageMetadata` for the restored image (what `save_image(..., metadata=)` writes), for arrays.
+            `image_metadata.ImageMetadata` for the restored image (what `save_image(..., metadata=)` writes), for
+            arrays.
         timeout (`float`, defaults to 10): seconds to wait for a URL.
 
     `device` and `dtype` (`torch.float32`, `torch.bfloat16`; `torch.float16` for GPUs) are the usual pipeline

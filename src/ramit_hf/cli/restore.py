@@ -186,8 +186,8 @@ def _has_magic(text: str) -> bool:
 def output_name(relative: Path, bit_depth: str, format: str | None = None) -> Path:
     """With `format` (--format), its extension; else lossless formats keep their extension, and lossy ones, and with
     --bit-depth 16 those that hold only 8 bits, become .png."""
+    from ..deep_images import SIXTEEN_BIT_EXTENSIONS
     from ..image_files import LOSSLESS_EXTENSIONS
-    from ..image_io import SIXTEEN_BIT_EXTENSIONS
 
     suffix = relative.suffix.lower()
     if format is not None:
@@ -236,8 +236,8 @@ def run(args: argparse.Namespace) -> int:
             check_device(args.device)
     except ValueError as error:
         return fail("restore", error)
+    from ..deep_images import SIXTEEN_BIT_EXTENSIONS
     from ..image_files import IMAGE_EXTENSIONS
-    from ..image_io import SIXTEEN_BIT_EXTENSIONS
 
     output = Path(args.output).expanduser()
     for spec in args.inputs:
@@ -403,12 +403,12 @@ def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, l
 
 
 def _fit_bit_depth(array, output: Path, float_white: float = 1.0):
-    """16-bit and float results go as they are to the formats that hold them (`image_io.SIXTEEN_BIT_EXTENSIONS`,
+    """16-bit and float results go as they are to the formats that hold them (`deep_images.SIXTEEN_BIT_EXTENSIONS`,
     `FLOAT_EXTENSIONS`); where the output's format holds less (an output file named by the user), float becomes
     16-bit (from its white, `float_white`) and 16-bit becomes 8-bit, rounded as the 8-bit path rounds."""
     import numpy as np
 
-    from ..image_io import FLOAT_EXTENSIONS, SIXTEEN_BIT_EXTENSIONS
+    from ..deep_images import FLOAT_EXTENSIONS, SIXTEEN_BIT_EXTENSIONS
 
     suffix = output.suffix.lower()
     if array.dtype == np.float32 and suffix not in FLOAT_EXTENSIONS:

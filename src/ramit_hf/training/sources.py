@@ -16,8 +16,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..decoded_image import pillow_bomb_check_off
 from ..image_files import IMAGE_EXTENSIONS, find_subfolder, list_images, match_name
-from ..image_io import ImageReadError, decode_image_bytes, load_image, pillow_bomb_check_off, to_channels
+from ..image_io import ImageReadError, decode_image_bytes, load_image, to_channels
 from ..pixel_budget import MAX_PIXELS_ENV, max_pixels_for
 from .pixels import DataError, pil_to_array, task_scale
 
