@@ -223,7 +223,10 @@ def test_two_processes_drop_failed_rows_into_a_new_column(work, reference):
     assert loaded.features["restored"] == datasets.Image() and loaded.num_rows == ROWS - 1
 
 
-def test_a_streamed_dataset_is_restored_by_its_files(work, reference):
+def test_a_streamed_dataset_is_restored_by_its_files(work, reference, monkeypatch):
+    from ramit_hf import dataset_restoration
+
+    monkeypatch.setattr(dataset_restoration, "ROW_GROUP", 3)  # shards of 7 and 5 rows written in row groups of 3
     out = work["root"] / "streamed"
     assert _restore(work, out, "--streaming") == 1
     assert sorted(path.name for path in (out / "data").glob("*.parquet")) == [
@@ -232,7 +235,8 @@ def test_a_streamed_dataset_is_restored_by_its_files(work, reference):
     ]
     assert _rows(out) == reference["rows"]
     report = [json.loads(line) for line in (out / "failures-train.jsonl").read_text().splitlines()]
-    assert [(failure["shard"], failure["row_in_shard"]) for failure in report] == [(0, BROKEN)]
+    assert [(failure["shard"], failure["row_in_shard"], failure["row"]) for failure in report] == [(0, BROKEN, None)]
+    assert pq.ParquetFile(out / "data" / "train-00000-of-00002.parquet").num_row_groups == 3
 
 
 def test_restore_dataset_function(work, reference):
@@ -248,6 +252,8 @@ def test_restore_dataset_function(work, reference):
 
 
 def test_a_rerun_needs_resume_and_the_same_settings(work, reference, capsys):
+    assert _restore(work, Path(work["input"]) / "restored") == 2
+    assert "overlap" in capsys.readouterr().err
     assert _restore(work, reference["out"]) == 2
     assert "--resume" in capsys.readouterr().err
     assert _restore(work, reference["out"], "--resume", "--on-error", "drop") == 2

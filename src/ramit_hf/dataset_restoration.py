@@ -39,6 +39,7 @@ from typing import Any
 
 ON_ERROR = ("keep", "drop")
 SHARD_ROWS = 1000
+ROW_GROUP = 100  # rows per parquet row group, restored and written together
 RECORDS = ".ramit"
 
 
@@ -108,13 +109,15 @@ def restore_table(
     split: str = "train",
     shard: int = 0,
     first_row: int | None = 0,
+    shard_offset: int = 0,
     **restore_kwargs,
 ):
     """Restore the images of `column` in an Arrow table of a dataset -> (new table, [RowFailure]).
 
     `pipe` is an `ImageRestorationPipeline`; `restore_kwargs` go to `pipe.iter_outputs` (batch_size, tile_size,
     tile_overlap, bit_depth, max_pixels). Other columns are kept as they are; failed rows are kept (`output_column`
-    null there) or dropped. `first_row` is the split index of the table's first row (None: unknown), for the report.
+    null there) or dropped. For the report, `first_row` is the split index of the table's first row (None: unknown)
+    and `shard_offset` its index in its shard.
     """
     import pyarrow as pa
 
@@ -130,7 +133,7 @@ def restore_table(
     def fail(index: int, message: str) -> None:
         failed.add(index)
         row = None if first_row is None else first_row + index
-        failures.append(RowFailure(split, shard, index, row, message))
+        failures.append(RowFailure(split, shard, shard_offset + index, row, message))
 
     # an empty cell (no image) stays empty
     order = [i for i, value in enumerate(values) if value and (value.get("bytes") is not None or value.get("path"))]
@@ -151,8 +154,6 @@ def restore_table(
         position = table.schema.get_field_index(column)
         table = table.set_column(position, table.schema.field(column), pa.array(cells, type=image_type))
     else:
-        if output_column in table.column_names:
-            raise ValueError(f"the output column {output_column!r} exists already")
         table = table.append_column(pa.field(output_column, image_type), pa.array(restored, type=image_type))
     if on_error == "drop" and failed:
         table = table.filter(pa.array([i not in failed for i in range(len(values))]))
@@ -165,6 +166,8 @@ def output_features(features, column: str, output_column: str | None):
 
     features = Features(features.copy())
     if output_column not in (None, column):
+        if output_column in features:
+            raise ValueError(f"the dataset has a column {output_column!r} already; choose another --output-column")
         features[output_column] = features[column]
     return features
 
@@ -202,12 +205,12 @@ def restore_dataset(
     from datasets import Dataset, Image
 
     _check_image_column(dataset.features, column)
+    features = output_features(dataset.features, column, output_column)
     pipe = _pipeline(model)
     table = dataset.cast_column(column, Image(decode=False)).with_format("arrow")[:]
     table, failed = restore_table(pipe, table, column, output_column, on_error, **restore_kwargs)
     if failures is not None:
         failures.extend(failed)
-    features = output_features(dataset.features, column, output_column)
     return Dataset(table.replace_schema_metadata(features.arrow_schema.metadata))
 
 
@@ -315,16 +318,23 @@ def recorded_shards(out: Path, split: str) -> dict[int, dict]:
     return records
 
 
-def write_shard(out: Path, split: str, shard: int, num_shards: int, table, features, record: dict) -> None:
-    """Write one shard's parquet file, then its record, each atomically: a shard is recorded only once its file is
-    complete; one written but not recorded (a run killed in between) is written again, identically, on resume."""
+def write_shard(out: Path, split: str, shard: int, num_shards: int, features, chunks, record) -> None:
+    """Write one shard's parquet file from `chunks` (Arrow tables, one row group each, restored as the file is
+    written), then its record (`record()`, a dict), each atomically: a shard is recorded only once its file is
+    complete, and one written but not recorded (a run killed in between) is written again, identically, on resume."""
     import pyarrow.parquet as pq
 
     from .atomic import write_file_atomic, write_text_atomic
 
-    table = table.replace_schema_metadata(features.arrow_schema.metadata)
-    write_file_atomic(out / "data" / shard_file(split, shard, num_shards), lambda f: pq.write_table(table, f), True)
-    write_text_atomic(_record_file(out, split, shard), json.dumps(record, indent=1) + "\n", overwrite=True)
+    schema = features.arrow_schema
+
+    def write(file) -> None:
+        with pq.ParquetWriter(file, schema) as writer:
+            for chunk in chunks:
+                writer.write_table(chunk.cast(schema))
+
+    write_file_atomic(out / "data" / shard_file(split, shard, num_shards), write, overwrite=True)
+    write_text_atomic(_record_file(out, split, shard), json.dumps(record(), indent=1) + "\n", overwrite=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -488,9 +498,9 @@ def run_dataset(args) -> int:
     out = Path(args.output).expanduser()
     rank, world, local_rank = _distributed_setup()
     fatal, source, pipe = None, None, None
-    # the first process reads (and, for a Hub dataset, downloads and prepares) the input before the others
+    # the first process of each machine reads (for a Hub dataset: downloads and prepares) the input before the others
     for turn in (0, 1):
-        if (rank == 0) == (turn == 0):
+        if (local_rank == 0) == (turn == 0):
             try:
                 source = open_source(
                     args.dataset, args.image_column, args.config, args.split, args.streaming, args.shard_rows
@@ -503,6 +513,7 @@ def run_dataset(args) -> int:
             return fail("restore", fatal) if rank == 0 else 2
     assert source is not None
     try:
+        output_features(source.features, args.image_column, args.output_column)
         pipe = _build_pipeline(args, local_rank)
         settings = _run_settings(args, source, pipe)
         if rank == 0:
@@ -559,6 +570,9 @@ def _check_arguments(args) -> str | None:
         return "give either image files (INPUT ...) or --dataset, not both"
     if args.overwrite or args.skip_existing:
         return "--overwrite and --skip-existing are for image files; a dataset run is continued with --resume"
+    source, out = Path(args.dataset).expanduser().resolve(), Path(args.output).expanduser().resolve()
+    if source.exists() and (out.is_relative_to(source) or source.is_relative_to(out)):
+        return f"-o {args.output} and the dataset {args.dataset} overlap: the output would mix with its input"
     if args.push_dry_run and not args.push_to_hub:
         return "--push-dry-run needs --push-to-hub REPO (the repository it would go to)"
     if args.push_to_hub:
@@ -594,28 +608,42 @@ def _restore_shards(pipe, source: Source, out: Path, args, settings: dict, rank:
     for count, shard in enumerate(mine, 1):
         shard_start = time.perf_counter()
         table = source.table(shard)
-        restored, failed = restore_table(
-            pipe,
-            table,
-            args.image_column,
-            args.output_column,
-            args.on_error,
-            split=args.split,
-            shard=shard,
-            first_row=source.first_row(shard),
-            **kwargs,
-        )
-        record = {
-            "shard": shard,
-            "file": f"data/{shard_file(args.split, shard, source.num_shards)}",
-            "rows_in": table.num_rows,
-            "rows_out": restored.num_rows,
-            "failures": [asdict(failure) for failure in failed],
-            "seconds": round(time.perf_counter() - shard_start, 3),
-        }
-        write_shard(out, args.split, shard, source.num_shards, restored, features, record)
+        first = source.first_row(shard)
+        failed: list[RowFailure] = []
+        written: list[int] = []
+
+        def restored_chunks(table=table, first=first, failed=failed, written=written, shard=shard):
+            # a row group at a time, so that only one group of restored images is held in memory
+            for start in range(0, table.num_rows, ROW_GROUP):
+                chunk, chunk_failed = restore_table(
+                    pipe,
+                    table.slice(start, ROW_GROUP),
+                    args.image_column,
+                    args.output_column,
+                    args.on_error,
+                    split=args.split,
+                    shard=shard,
+                    first_row=None if first is None else first + start,
+                    shard_offset=start,
+                    **kwargs,
+                )
+                failed += chunk_failed
+                written.append(chunk.num_rows)
+                yield chunk
+
+        def record(table=table, failed=failed, written=written, shard=shard, shard_start=shard_start) -> dict:
+            return {
+                "shard": shard,
+                "file": f"data/{shard_file(args.split, shard, source.num_shards)}",
+                "rows_in": table.num_rows,
+                "rows_out": sum(written),
+                "failures": [asdict(failure) for failure in failed],
+                "seconds": round(time.perf_counter() - shard_start, 3),
+            }
+
+        write_shard(out, args.split, shard, source.num_shards, features, restored_chunks(), record)
+        failures += [asdict(failure) for failure in failed]
         rows += table.num_rows
-        failures += record["failures"]
         if not args.quiet:
             elapsed = time.perf_counter() - start
             rate = rows / elapsed if elapsed > 0 else 0.0
