@@ -260,3 +260,19 @@ def test_a_rerun_needs_resume_and_the_same_settings(work, reference, capsys):
     assert "on_error: 'keep' then, 'drop' now" in capsys.readouterr().err
     assert _restore(work, reference["out"], "--resume") == 1  # nothing left to do; the failed row still counts
     assert "3 shards already restored" in capsys.readouterr().err
+
+
+def test_over_budget_images_are_failed_rows_and_can_be_dropped(work):
+    from ramit_hf import load_model, restore_dataset
+
+    failures: list = []
+    restored = restore_dataset(
+        load_model(work["model"]), work["dataset"], on_error="drop", failures=failures, max_pixels=1000
+    )
+    images = [data for index, (data, _) in enumerate(work["images"]) if index != BROKEN]
+    sizes = [Image.open(io.BytesIO(data)).size for data in images]
+    over = [index + (index >= BROKEN) for index, (width, height) in enumerate(sizes) if width * height > 1000]
+    assert over == [9, 10, 11]
+    assert [failure.row for failure in failures] == sorted([BROKEN, *over])
+    assert all("pixel budget" in failure.error for failure in failures if failure.row in over)
+    assert restored["id"] == [100 + index for index in range(ROWS) if index not in (BROKEN, *over)]

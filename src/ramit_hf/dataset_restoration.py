@@ -545,7 +545,7 @@ def run_dataset(args) -> int:
     rows, failures = 0, []
     try:
         rows, failures = _restore_shards(pipe, source, out, args, settings, rank, world)
-    except (OSError, ValueError, RuntimeError) as error:
+    except Exception as error:  # a full disk, an unreadable input file, ...: reported, and no process waits for ever
         fatal = f"process {rank}: {type(error).__name__}: {error}"
     elapsed = time.perf_counter() - start
     if world > 1:
