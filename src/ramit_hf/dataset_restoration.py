@@ -683,13 +683,17 @@ def _finish(out: Path, args, settings: dict, records: dict, failed: list, rows: 
     write_text_atomic(out / "README.md", render_card(out), overwrite=True)
     total_in = sum(record["rows_in"] for record in records.values())
     total_out = sum(record["rows_out"] for record in records.values())
-    print(f"split {args.split}: {total_in:,} rows in {num_shards} shards, {total_out:,} written")
+    shards = f"{num_shards} shard{'s' if num_shards != 1 else ''}"
+    print(f"split {args.split}: {total_in:,} rows in {shards}, {total_out:,} written")
     if failed:
         action = "dropped" if settings["on_error"] == "drop" else "kept as they were"
         print(f"failed ({len(failed)} rows, {action}; listed in {report}):", file=sys.stderr)
         for failure in failed[:20]:
-            where = f"row {failure['row']}" if failure["row"] is not None else f"row {failure['row_in_shard']} of"
-            print(f"  {where} (shard {failure['shard']}): {failure['error']}", file=sys.stderr)
+            if failure["row"] is not None:
+                where = f"row {failure['row']} (shard {failure['shard']})"
+            else:  # a streamed input: the row's index in the split is not known
+                where = f"row {failure['row_in_shard']} of shard {failure['shard']}"
+            print(f"  {where}: {failure['error']}", file=sys.stderr)
         if len(failed) > 20:
             print(f"  ... and {len(failed) - 20} more", file=sys.stderr)
 
