@@ -45,12 +45,14 @@ _register()
 # moved module paths of earlier releases keep working (ramit_hf.evaluation, ramit_hf.metrics, ...)
 _compat.install()
 
-# the training modules (the Trainer, `datasets`) and the ONNX export load on first use, not at `import ramit_hf`
+# the training modules (the Trainer, `datasets`), dataset restoration and the ONNX export load on first use, not
+# at `import ramit_hf`
 _LAZY = {
     "RamitTrainer": "training",
     "prepare_training": "training",
     "load_recipe": "training",
     "export_onnx": "export",
+    "restore_dataset": "dataset_restoration",
 }
 
 
@@ -87,5 +89,6 @@ __all__ = [
     "load_model",
     "load_recipe",
     "prepare_training",
+    "restore_dataset",
     "restore_tensor",
 ]

@@ -323,6 +323,17 @@ def save_image(
     return write_file_atomic(path, write, overwrite=overwrite)
 
 
+def png_bytes(array: np.ndarray) -> bytes:
+    """The PNG file `save_image` writes for (H, W[, C]) uint8 or uint16 pixels without metadata, as bytes (a
+    dataset's Image feature stores them)."""
+    buffer = io.BytesIO()
+    if array.dtype == np.uint16:
+        deep_writer(array, Path("image.png"))(array, buffer, ImageMetadata())
+    else:
+        _array_to_pil(array, Path("image.png")).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _array_to_pil(array: np.ndarray, path: Path) -> Image.Image:
     if array.dtype != np.uint8:
         raise ValueError(f"{path}: expected uint8 or uint16 pixels, got {array.dtype}")

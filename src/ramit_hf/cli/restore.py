@@ -10,6 +10,9 @@ Every output is written atomically and never over an existing file unless --over
 
 Under `torchrun --nproc_per_node N -m ramit_hf.cli restore ...` (or `accelerate launch`), each process restores every
 N-th input (on GPU `cuda:LOCAL_RANK` when there is one) and the first prints the summary of all.
+
+With `--dataset ID_OR_PATH`, the images of a 🤗 dataset are restored into a new dataset instead
+(`ramit_hf.dataset_restoration`, docs/datasets.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..dataset_restoration import add_dataset_arguments, run_dataset
 from .common import (
     add_device_arguments,
     add_model_arguments,
@@ -39,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Restore images with a RAMiT model: super-resolution, denoising, low-light enhancement or "
         "deraining, whatever the model was trained for. Large images are restored in overlapping tiles.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns or URLs")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders, glob patterns or URLs")
     parser.add_argument(
         "-o",
         "--output",
@@ -91,6 +95,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists (resume a run)")
     parser.add_argument("--quiet", action="store_true", help="no per-image lines and no progress bar")
+    add_dataset_arguments(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -229,6 +234,10 @@ def plan_outputs(
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dataset is not None:
+        return run_dataset(args)
+    if not args.inputs:
+        return fail("restore", "give image files, folders, glob patterns or URLs (or --dataset)")
     if args.overwrite and args.skip_existing:
         return fail("restore", "--overwrite and --skip-existing contradict each other")
     try:
