@@ -7,7 +7,7 @@ of the whole command (starting Python, loading the model and the dataset include
 reports (the slowest process' time spent restoring), and the scaling against 1 process. Every run's shards are
 compared with the 1-process run's: the same bytes whatever the process count.
 
-    python scripts/benchmark_dataset.py --model /work/shared/reference/checkpoints/RAMiT-slimSR_X2.pth --rows 300
+    python scripts/benchmark_dataset.py --model ../shared/reference/checkpoints/RAMiT-slimSR_X2.pth --rows 300
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def run(processes: int, dataset: Path, out: Path, args) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="/work/shared/reference/checkpoints/RAMiT-slimSR_X2.pth")
+    parser.add_argument("--model", default="../shared/reference/checkpoints/RAMiT-slimSR_X2.pth")
     parser.add_argument("--rows", type=int, default=300, help="images in the dataset (default 300)")
     parser.add_argument("--size", type=int, default=256, help="side of the images in pixels (default 256)")
     parser.add_argument("--shard-rows", type=int, default=8, help="rows per output shard (default 8)")
