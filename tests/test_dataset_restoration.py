@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -21,8 +22,6 @@ from ramit_hf.cli import main
 from ramit_hf.cli.restore import output_name
 from ramit_hf.convert import save_model_folder
 from ramit_hf.image_io import save_image
-
-datasets = pytest.importorskip("datasets")
 
 ROWS, BROKEN, SHARD_ROWS = 12, 5, 4
 # (mode, extension) of row i: 8-bit RGB, gray, RGBA and gray + alpha, 16-bit gray and RGB, JPEG
