@@ -14,7 +14,7 @@ fi
 "$venv/bin/python" -m pip install --quiet torch==2.13.0
 extras="."
 if [ "${1:-}" = "tests" ]; then
-  extras=".[test,train,space,onnx,datasets]"
+  extras=".[test,train,space,onnx,datasets,video]"
 fi
 "$venv/bin/python" -m pip install --quiet -e "$root/$extras" 2>&1 | grep -v "^WARNING: Location" || true
 if [ "${1:-}" = "tests" ]; then

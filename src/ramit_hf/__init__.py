@@ -53,6 +53,8 @@ _LAZY = {
     "load_recipe": "training",
     "export_onnx": "export",
     "restore_dataset": "dataset_restoration",
+    "restore_video": "video",
+    "VideoEncoding": "video",
 }
 
 
@@ -83,6 +85,7 @@ __all__ = [
     "RamitPreTrainedModel",
     "RamitTrainer",
     "RamitWeightsError",
+    "VideoEncoding",
     "convert_original_checkpoint",
     "export_onnx",
     "imresize",
@@ -91,4 +94,5 @@ __all__ = [
     "prepare_training",
     "restore_dataset",
     "restore_tensor",
+    "restore_video",
 ]

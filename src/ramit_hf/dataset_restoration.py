@@ -349,7 +349,6 @@ def add_dataset_arguments(parser) -> None:
         default="keep",
         help="a row whose image fails: keep it as it was (default; null in --output-column) or drop it",
     )
-    group.add_argument("--resume", action="store_true", help="restore only the shards the output folder lacks")
     group.add_argument("--push-to-hub", metavar="REPO", help="publish the restored dataset to this Hub repository")
     group.add_argument(
         "--push-dry-run", metavar="DIR", help="with --push-to-hub: upload nothing, write what would be uploaded to DIR"

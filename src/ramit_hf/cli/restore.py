@@ -1,4 +1,4 @@
-"""`ramit restore`: restore image files (super-resolution, denoising, ...) with a RAMiT model.
+"""`ramit restore`: restore image and video files (super-resolution, denoising, ...) with a RAMiT model.
 
 Inputs are files, folders (searched recursively for images) and glob patterns; each output keeps its input's path
 relative to the folder or the pattern's fixed prefix (a file given by itself: its name), under the output folder.
@@ -10,6 +10,9 @@ Every output is written atomically and never over an existing file unless --over
 
 Under `torchrun --nproc_per_node N -m ramit_hf.cli restore ...` (or `accelerate launch`), each process restores every
 N-th input (on GPU `cuda:LOCAL_RANK` when there is one) and the first prints the summary of all.
+
+Videos (`ramit_hf.video.VIDEO_EXTENSIONS`) are restored frame by frame through the same path, every other stream
+kept, and can be continued after an interruption with --resume (`ramit_hf.video`, docs/video.md).
 
 With `--dataset ID_OR_PATH`, the images of a 🤗 dataset are restored into a new dataset instead
 (`ramit_hf.dataset_restoration`, docs/datasets.md).
@@ -39,16 +42,20 @@ from .common import (
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "restore",
-        help="restore image files (files, folders, globs) with a RAMiT model",
-        description="Restore images with a RAMiT model: super-resolution, denoising, low-light enhancement or "
-        "deraining, whatever the model was trained for. Large images are restored in overlapping tiles.",
+        help="restore image and video files (files, folders, globs) with a RAMiT model",
+        description="Restore images and videos with a RAMiT model: super-resolution, denoising, low-light "
+        "enhancement or deraining, whatever the model was trained for. Large images are restored in overlapping "
+        "tiles; videos frame by frame, their audio, subtitles and timing kept.",
     )
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders, glob patterns or URLs")
+    parser.add_argument(
+        "inputs", nargs="*", metavar="INPUT", help="image or video files, folders, glob patterns or image URLs"
+    )
     parser.add_argument(
         "-o",
         "--output",
         required=True,
-        help="output folder (created); with a single input file, a file name with an image extension also works",
+        help="output folder (created); with a single input file, a file name with an image (or, for a video, a "
+        "video) extension also works",
     )
     add_model_arguments(parser)
     add_tiling_arguments(parser, auto=True)
@@ -94,7 +101,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--skip-existing", action="store_true", help="leave inputs whose output exists (resume a run)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: files whose output exists are left, videos continue from their restored "
+        "segments; a dataset run restores only the shards its output folder lacks",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-image lines and no progress bar")
+    add_video_arguments(parser)
     add_dataset_arguments(parser)
     parser.set_defaults(run=run)
     return parser
@@ -103,6 +117,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 # --format -> the extension of the outputs
 FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif"}
 _LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
+
+
+def add_video_arguments(parser) -> None:
+    from ..video import CODECS, DEFAULT_CODEC, SEGMENT_FRAMES
+
+    group = parser.add_argument_group("videos", "how restored videos are encoded (docs/video.md)")
+    group.add_argument(
+        "--codec",
+        choices=tuple(CODECS),
+        default=DEFAULT_CODEC,
+        help=f"video encoder (default {DEFAULT_CODEC}; ffv1 is lossless: the restored pixels exactly)",
+    )
+    group.add_argument(
+        "--crf",
+        type=int,
+        help="constant rate factor: lower is better and larger (default 18 for "
+        "libx264, 20 for libx265, 30 for libsvtav1)",
+    )
+    group.add_argument("--bit-rate", metavar="RATE", help="a target bit rate instead of --crf, e.g. 8M or 2500k")
+    group.add_argument(
+        "--pix-fmt",
+        metavar="FORMAT",
+        help="pixel format, e.g. yuv420p10le (default: the input's where the codec takes it, else 4:2:0 at its depth)",
+    )
+    group.add_argument(
+        "--segment-frames",
+        type=positive_int,
+        default=SEGMENT_FRAMES,
+        metavar="N",
+        help=f"frames per independently encoded segment, what an interruption can lose (default {SEGMENT_FRAMES})",
+    )
 
 
 def quality(value: str) -> int:
@@ -140,6 +185,7 @@ def collect_inputs(
     """
     from ..image_files import IMAGE_EXTENSIONS, glob_files, is_image_file, walk_files
     from ..image_io import is_url, not_a_regular_file
+    from ..video import VIDEO_EXTENSIONS, is_video_file
 
     items, failures, seen = [], [], set()
 
@@ -149,7 +195,7 @@ def collect_inputs(
             items.append((source, relative))
 
     def wanted(path: Path, base: Path) -> bool:
-        if not is_image_file(path):
+        if not (is_image_file(path) or is_video_file(path)):
             return False
         if any(part.startswith(".") for part in path.relative_to(base).parts):
             return False
@@ -165,7 +211,8 @@ def collect_inputs(
         elif path.is_dir():
             files = sorted(p for p in walk_files(path) if wanted(p, path))
             if not files:
-                failures.append((spec, f"folder contains no images ({', '.join(IMAGE_EXTENSIONS)})"))
+                kinds = ", ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+                failures.append((spec, f"folder contains no images or videos ({kinds})"))
             for file in files:
                 add(str(file), file.relative_to(path), file.resolve())
         elif path.is_file():
@@ -174,7 +221,7 @@ def collect_inputs(
             base, found = glob_files(spec)
             matches = sorted(p for p in found if wanted(p, base))
             if not matches:
-                failures.append((spec, "pattern matches no image files"))
+                failures.append((spec, "pattern matches no image or video files"))
             for file in matches:
                 add(str(file), file.relative_to(base), file.resolve())
         elif path.exists():
@@ -188,14 +235,18 @@ def _has_magic(text: str) -> bool:
     return any(char in text for char in "*?[")
 
 
-def output_name(relative: Path, bit_depth: str, format: str | None = None) -> Path:
-    """With `format` (--format), its extension; else lossless formats keep their extension, and lossy ones, and with
-    --bit-depth 16 those that hold only 8 bits, become .png."""
+def output_name(relative: Path, bit_depth: str, format: str | None = None, codec: str | None = None) -> Path:
+    """Images: with `format` (--format), its extension; else lossless formats keep their extension, and lossy ones,
+    and with --bit-depth 16 those that hold only 8 bits, become .png. Videos: the input's container where it holds
+    `codec`, else .mkv (`ramit_hf.video.output_extension`)."""
     from ..deep_images import SIXTEEN_BIT_EXTENSIONS
     from ..image_files import LOSSLESS_EXTENSIONS
+    from ..video import DEFAULT_CODEC, is_video_file, output_extension
 
     suffix = relative.suffix.lower()
-    if format is not None:
+    if is_video_file(relative):
+        new_suffix = output_extension(relative, codec or DEFAULT_CODEC)
+    elif format is not None:
         new_suffix = FORMAT_EXTENSIONS[format]
     elif (bit_depth == "16" and suffix not in SIXTEEN_BIT_EXTENSIONS) or suffix not in LOSSLESS_EXTENSIONS:
         new_suffix = ".png"
@@ -207,7 +258,14 @@ def output_name(relative: Path, bit_depth: str, format: str | None = None) -> Pa
 
 
 def plan_outputs(
-    items, output: Path, bit_depth: str, overwrite: bool, skip_existing: bool, single_file: bool, format=None
+    items,
+    output: Path,
+    bit_depth: str,
+    overwrite: bool,
+    skip_existing: bool,
+    single_file: bool,
+    format=None,
+    codec: str | None = None,
 ) -> Plan:
     """Map inputs to outputs; refuse two inputs writing one file, and existing outputs unless told otherwise."""
     from ..image_io import is_url
@@ -215,7 +273,7 @@ def plan_outputs(
     plan = Plan()
     targets: dict[Path, str] = {}
     for source, relative in items:
-        target = output if single_file else output / output_name(relative, bit_depth, format)
+        target = output if single_file else output / output_name(relative, bit_depth, format, codec)
         key = target.resolve()
         if target.exists() and not is_url(source) and os.path.samefile(target, source):
             plan.failures.append((source, f"the output {target} is this input itself, which is never overwritten"))
@@ -238,8 +296,10 @@ def run(args: argparse.Namespace) -> int:
         return run_dataset(args)
     if not args.inputs:
         return fail("restore", "give image files, folders, glob patterns or URLs (or --dataset)")
-    if args.overwrite and args.skip_existing:
-        return fail("restore", "--overwrite and --skip-existing contradict each other")
+    if args.overwrite and (args.skip_existing or args.resume):
+        return fail(
+            "restore", f"--overwrite and {'--resume' if args.resume else '--skip-existing'} contradict each other"
+        )
     try:
         if args.runtime != "onnxruntime":  # an ONNX Runtime model takes CPU inputs and says so itself
             check_device(args.device)
@@ -247,7 +307,12 @@ def run(args: argparse.Namespace) -> int:
         return fail("restore", error)
     from ..deep_images import SIXTEEN_BIT_EXTENSIONS
     from ..image_files import IMAGE_EXTENSIONS
+    from ..video import CONTAINERS, is_video_file
 
+    try:
+        encoding = _video_encoding(args)
+    except ValueError as error:
+        return fail("restore", error)
     output = Path(args.output).expanduser()
     for spec in args.inputs:
         if Path(spec).expanduser().is_dir() and Path(spec).expanduser().resolve() == output.resolve():
@@ -261,12 +326,13 @@ def run(args: argparse.Namespace) -> int:
         len(items) == 1
         and len(args.inputs) == 1
         and Path(args.inputs[0]).is_file()
-        and output.suffix.lower() in IMAGE_EXTENSIONS
+        and output.suffix.lower() in (CONTAINERS if is_video_file(args.inputs[0]) else IMAGE_EXTENSIONS)
         and not output.is_dir()
     )
     if output.is_file() and not single_file:
         return fail(
-            "restore", f"{output} is a file; -o must be a folder (or, for a single input file, an image file name)"
+            "restore",
+            f"{output} is a file; -o must be a folder (or, for a single input file, a file name of its kind)",
         )
     if single_file and args.bit_depth == "16" and output.suffix.lower() not in SIXTEEN_BIT_EXTENSIONS:
         return fail("restore", f"--bit-depth 16 needs a {', '.join(SIXTEEN_BIT_EXTENSIONS)} output, not {output}")
@@ -279,7 +345,16 @@ def run(args: argparse.Namespace) -> int:
     if args.quality is not None and not lossy:
         return fail("restore", "--quality applies to JPEG and WebP outputs: add --format jpeg or --format webp")
     try:
-        plan = plan_outputs(items, output, args.bit_depth, args.overwrite, args.skip_existing, single_file, args.format)
+        plan = plan_outputs(
+            items,
+            output,
+            args.bit_depth,
+            args.overwrite,
+            args.skip_existing or args.resume,
+            single_file,
+            args.format,
+            encoding.codec,
+        )
     except ValueError as error:
         return fail("restore", error)
 
@@ -305,9 +380,17 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     print(f"model: {name} ({params:,} parameters), {pipe.compute.describe()} on {where}")
             start = time.perf_counter()
-            restored, new_failures = _restore(pipe, jobs, args, rank, world)
-            elapsed = time.perf_counter() - start
+            images = [job for job in jobs if not is_video_file(job.source)]
+            videos = [job for job in jobs if is_video_file(job.source)]
+            restored, new_failures = _restore(pipe, images, args, rank, world) if images else (0, [])
             failures += new_failures
+            for job in videos:
+                failure = _restore_video(pipe, job, encoding, args, rank, world)
+                if failure is None:
+                    restored += 1
+                else:
+                    failures.append((job.source, failure))
+            elapsed = time.perf_counter() - start
 
     skipped = plan.skipped
     if world > 1:
@@ -409,6 +492,59 @@ def _restore(pipe, jobs: list[Job], args, rank: int, world: int) -> tuple[int, l
         bar.update(1)
     bar.close()
     return restored, failures
+
+
+def _video_encoding(args):
+    from ..video import VideoEncoding, parse_bit_rate
+
+    bit_rate = None if args.bit_rate is None else parse_bit_rate(args.bit_rate)
+    return VideoEncoding(args.codec, args.crf, bit_rate, args.pix_fmt, args.segment_frames)
+
+
+def _restore_video(pipe, job: Job, encoding, args, rank: int, world: int) -> str | None:
+    """Restore one video (`ramit_hf.video.restore_video`); returns why it failed, or None."""
+    from ..video import VideoError, parts_folder, restore_video
+
+    prefix = f"[{rank}] " if world > 1 else ""
+    try:
+        result = restore_video(
+            pipe,
+            job.source,
+            job.output,
+            encoding,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            batch_size=args.batch_size,
+            tile_size=args.tile,
+            tile_overlap=args.tile_overlap,
+            max_pixels=args.max_pixels,
+            progress=not args.quiet,
+        )
+    except (VideoError, FileExistsError, ValueError, ImportError) as error:
+        return _message(error, job.source)
+    except OSError as error:
+        return f"cannot write {job.output}: {error}"
+    except BaseException:  # Ctrl-C, SIGTERM: say what is kept before the command reports the interruption
+        parts = parts_folder(job.output)
+        if parts.is_dir() and any(parts.glob("segment-*")):
+            print(
+                f"{prefix}{job.source}: its restored segments are kept in {parts}; continue with --resume",
+                file=sys.stderr,
+            )
+        raise
+    if not args.quiet:
+        fps = result.restored_frames / result.seconds if result.seconds else 0.0
+        resumed = (
+            f" ({result.frames - result.restored_frames} from an earlier run)"
+            if result.restored_frames < result.frames
+            else ""
+        )
+        kept = f", kept: {', '.join(result.copied_streams)}" if result.copied_streams else ""
+        print(
+            f"{prefix}{job.source}: {result.frames} frames{resumed} in {result.seconds:.1f} s ({fps:.2f} frames/s)"
+            f" -> {job.output}{kept}"
+        )
+    return None
 
 
 def _fit_bit_depth(array, output: Path, float_white: float = 1.0):
