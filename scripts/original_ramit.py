@@ -44,10 +44,11 @@ def _denormalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     return x * std + mean
 
 
-def _install_stand_ins() -> list[str]:
-    """Put the stand-in modules in `sys.modules`; returns their names (removed again once the original is imported,
-    so that other libraries never mistake them for the real packages)."""
-    modules = {
+def _install_stand_ins(extra: dict[str, dict] | None = None, folder: Path | None = None) -> list[str]:
+    """Put the stand-in modules (and `extra` ones: name -> attributes) in `sys.modules`; returns their names
+    (removed again once the original is imported, so that other libraries never mistake them for the real
+    packages). A module of the original's own `utils` package that `folder` holds is imported, not replaced."""
+    modules: dict[str, dict] = {
         "torchvision": {},
         "torchvision.transforms": {},
         "torchvision.transforms.functional": {"pad": _pad, "normalize": _normalize},
@@ -61,13 +62,40 @@ def _install_stand_ins() -> list[str]:
         "utils": {},
         "utils.etc_utils": {"denormalize": _denormalize},
     }
+    for name, attributes in (extra or {}).items():
+        modules[name] = {**modules.get(name, {}), **attributes}
+    if folder is not None and (folder / "utils").is_dir():
+        modules = {
+            name: attributes
+            for name, attributes in modules.items()
+            if name != "utils"
+            and not (name.startswith("utils.") and (folder / f"{name.replace('.', '/')}.py").is_file())
+        }
     for name, attributes in modules.items():
         module = types.ModuleType(name)
         module.__dict__.update(attributes)
         sys.modules[name] = module
-    sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
-    sys.modules["torchvision.transforms"].functional = sys.modules["torchvision.transforms.functional"]
+    for name in modules:  # parents expose their stand-in children as attributes, as packages do
+        parent, _, child = name.rpartition(".")
+        if parent in modules:
+            setattr(sys.modules[parent], child, sys.modules[name])
     return list(modules)
+
+
+def import_original(folder: str | Path, names: list[str], stand_ins: dict[str, dict] | None = None) -> list:
+    """The modules `names` (e.g. `my_model.ramit`, `ddp_builder`) of the original code in `folder`, imported with
+    the stand-ins above and `stand_ins` (module name -> attributes) in place."""
+    folder = Path(folder).resolve()
+    if not (folder / "my_model" / "ramit.py").is_file():
+        raise FileNotFoundError(f"{folder} is not a checkout of the original RAMiT code (no my_model/ramit.py)")
+    installed = _install_stand_ins(stand_ins, folder)
+    sys.path.insert(0, str(folder))
+    try:
+        return [importlib.import_module(name) for name in names]
+    finally:
+        sys.path.remove(str(folder))
+        for name in installed:
+            sys.modules.pop(name, None)
 
 
 def _activation(name):
@@ -83,20 +111,10 @@ def load_original(folder: str | Path, preset: str, seed: int = 0) -> nn.Module:
 
     if preset not in ORIGINAL_SPECS:
         raise ValueError(f"no original spec known for preset {preset!r}; choose one of {', '.join(ORIGINAL_SPECS)}")
-    folder = Path(folder).resolve()
-    if not (folder / "my_model" / "ramit.py").is_file():
-        raise FileNotFoundError(f"{folder} is not a checkout of the original RAMiT code (no my_model/ramit.py)")
     spec_file, target_mode = ORIGINAL_SPECS[preset]
-    options = yaml.safe_load((folder / "my_model" / "specs" / spec_file).read_text())
+    (ramit,) = import_original(folder, ["my_model.ramit"])
+    options = yaml.safe_load((Path(folder) / "my_model" / "specs" / spec_file).read_text())
     options = {key: _activation(value) for key, value in options.items()}
-    stand_ins = _install_stand_ins()
-    sys.path.insert(0, str(folder))
-    try:
-        ramit = importlib.import_module("my_model.ramit")
-    finally:
-        sys.path.remove(str(folder))
-        for name in stand_ins:
-            sys.modules.pop(name, None)
     options.pop("name", None)
     options.pop("hrami", None)
     torch.manual_seed(seed)
@@ -104,4 +122,4 @@ def load_original(folder: str | Path, preset: str, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-__all__ = ["ORIGINAL_SPECS", "load_original"]
+__all__ = ["ORIGINAL_SPECS", "import_original", "load_original"]
