@@ -7,9 +7,10 @@ costs what a real clip's does and nothing of the content is lost before the mode
 
 Speed: each (size, dtype) case runs in a fresh process, which restores the clip once (default encoding) and reports
 its frames per second (restored frames over the whole `restore_video` call: decoding, restoring, encoding, joining),
+the seconds the image path takes for the clip's first frame (the pipeline on its RGB array, as for an image file),
 the seconds spent joining the segments with the copied audio (the stream-copy step), and its peak resident memory
-(`measuring.peak_memory`: the high-water mark of the process, model included). `auto` is the dtype `ramit restore`
-picks on this machine (`inference.choose_compute`).
+(`measuring.peak_memory`: the high-water mark of the process, model included, during the video restore). `auto` is
+the dtype `ramit restore` picks on this machine (`inference.choose_compute`).
 
 Encoding: the 480p clip restored with FFV1 (lossless RGB: the restored pixels themselves) and with each of --codecs
 at its default quality; the table gives each file's size, its bit rate, and the PSNR of its decoded frames against
@@ -95,6 +96,14 @@ def child(args) -> None:
         start = time.perf_counter()
         result = video_module.restore_video(pipe, args.input, args.output, encoding, progress=False, overwrite=True)
         seconds = time.perf_counter() - start
+    # the image path on the clip's first frame, in the same process: what a frame costs as an image
+    import av
+
+    with av.open(args.input) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    start = time.perf_counter()
+    pipe(first, output_type="np")
+    image_seconds = time.perf_counter() - start
     compute = choose_compute("cpu", args.dtype, model.config.computation)
     print(
         json.dumps(
@@ -102,6 +111,7 @@ def child(args) -> None:
                 "frames": result.frames,
                 "seconds": seconds,
                 "join_seconds": joined[0],
+                "image_seconds": image_seconds,
                 "peak_bytes": peak.peak,
                 "compute": compute.describe(),
             }
@@ -160,8 +170,9 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}"
     )
     print()
-    print("| input | dtype | frames/s | s/frame | joining with the audio (stream copy) | peak memory |")
-    print("|---|---|---|---|---|---|")
+    columns = ["input", "dtype", "frames/s", "s/frame", "the first frame as an image", "joining with the audio"]
+    print("| " + " | ".join([*columns, "peak memory"]) + " |")
+    print("|---|---|---|---|---|---|---|")
     clips = {}
     for name in args.sizes.split(","):
         clips[name] = folder / f"{name}.mkv"
@@ -178,7 +189,8 @@ def main() -> None:
             share = row["join_seconds"] / row["seconds"]
             print(
                 f"| {name} ({SIZES[name][0]}x{SIZES[name][1]}) | {dtype}: {row['compute']} | {fps:.3f} | "
-                f"{1 / fps:.2f} | {row['join_seconds']:.3f} s ({share:.2%} of the run) | "
+                f"{1 / fps:.2f} | {row['image_seconds']:.2f} s | "
+                f"{row['join_seconds']:.3f} s ({share:.2%} of the run) | "
                 f"{row['peak_bytes'] / 2**20:,.0f} MiB |",
                 flush=True,
             )

@@ -12,14 +12,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, checkpoint
+from conftest import REPO_ROOT, SHARED, checkpoint
 from PIL import Image
 from video_clips import AUDIO_RATE, make_clip
 
 from ramit_hf import load_model
 from ramit_hf.cli import main
 from ramit_hf.pipeline_image_restoration import ImageRestorationPipeline
-from ramit_hf.video import VideoEncoding, VideoError, parts_folder, restore_video
+from ramit_hf.video import VideoEncoding, VideoError, parse_bit_rate, parts_folder, restore_video
 
 SEGMENT = VideoEncoding(segment_frames=4)
 
@@ -68,7 +68,7 @@ def _digest(path: Path) -> str:
     [
         ("cfr.mp4", {}),
         ("vfr.mkv", {"variable_rate": True, "subtitles": True}),
-        ("subtitled.mp4", {"subtitles": True}),
+        ("subtitled.mp4", {"subtitles": True, "rotation": 90}),
     ],
 )
 def test_streams_timestamps_and_length_kept(tmp_path, pipe, name, options):
@@ -94,6 +94,9 @@ def test_streams_timestamps_and_length_kept(tmp_path, pipe, name, options):
         samples = sum(frame.samples for frame in container.decode(audio))
     assert samples / AUDIO_RATE == pytest.approx(before[1]["end"], abs=0.07)  # the sine track's length
     assert _no_leftovers(output.parent) == [name]  # no parts folder, no temporary file
+    with av.open(str(source)) as original, av.open(str(output)) as restored:
+        assert next(restored.decode(video=0)).rotation == next(original.decode(video=0)).rotation
+        assert restored.metadata.get("title") == original.metadata.get("title") == "a test clip"
 
 
 def test_lossless_frames_equal_the_image_path(tmp_path, pipe):
@@ -218,7 +221,7 @@ def test_cli_folder_of_images_and_videos(tmp_path, capsys):
     make_clip(folder / "clip.ts", frames=3, audio=False)  # MPEG-TS is read, not written: the output is .mkv
     Image.fromarray(np.full((20, 24, 3), 90, np.uint8)).save(folder / "still.png")
     model = str(checkpoint("RAMiT-slimSR_X2.pth"))
-    assert main(["restore", str(folder), "-o", str(tmp_path / "out"), "--model", model, "--crf", "23"]) == 0
+    assert main(["restore", str(folder), "-o", str(tmp_path / "out"), "--model", model, "--bit-rate", "300k"]) == 0
     out = capsys.readouterr().out
     assert "clip.ts: 3 frames" in out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mkv", "still.png"]
@@ -226,6 +229,21 @@ def test_cli_folder_of_images_and_videos(tmp_path, capsys):
         assert container.streams.video[0].codec_context.name == "h264"
     # run again: the outputs exist; --resume leaves them
     assert main(["restore", str(folder), "-o", str(tmp_path / "out"), "--model", model, "--resume", "--quiet"]) == 0
+
+
+def test_encoding_options_are_checked_before_any_work(capsys):
+    assert parse_bit_rate("8M") == 8_000_000 and parse_bit_rate("2500k") == 2_500_000
+    for bad in ("fast", "-1M", "nan"):
+        with pytest.raises(ValueError, match="bit rate"):
+            parse_bit_rate(bad)
+    with pytest.raises(ValueError, match="a CRF or a bit rate, not both"):
+        VideoEncoding(crf=20, bit_rate=1_000_000)
+    with pytest.raises(ValueError, match="ffv1 is lossless"):
+        VideoEncoding("ffv1", crf=10)
+    with pytest.raises(ValueError, match="unknown video codec"):
+        VideoEncoding("mpeg2video")
+    assert main(["restore", "clip.mp4", "-o", "out", "--crf", "20", "--bit-rate", "1M"]) == 2
+    assert "a CRF or a bit rate, not both" in capsys.readouterr().err
 
 
 def test_ten_bit_input_stays_ten_bit(tmp_path, pipe):
@@ -376,6 +394,19 @@ def test_cli_names_a_bad_video_and_restores_the_rest(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fine.mp4"]
 
 
-def test_readme_shows_the_video_command():
+def test_readme_video_commands_run(tmp_path, monkeypatch, capsys):
+    # the README's commands, from a folder with ../shared beside it, on a short clip named as they name it
+    import shlex
+
     readme = (REPO_ROOT / "README.md").read_text()
-    assert "ramit restore clip.mp4 -o restored/" in readme
+    lines = [line.split("  #")[0] for line in readme.splitlines() if line.startswith("ramit restore clip.mp4")]
+    assert len(lines) == 2 and "--resume" in lines[1]
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(SHARED)
+    make_clip(work / "clip.mp4", frames=3)
+    monkeypatch.chdir(work)
+    for line in lines:
+        assert main(shlex.split(line)[1:]) == 0
+    assert "clip.mp4: 3 frames" in capsys.readouterr().out
+    assert sorted(p.name for p in (work / "restored").iterdir()) == ["clip.mp4"]

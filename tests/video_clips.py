@@ -31,6 +31,7 @@ def make_clip(
     subtitles: bool = False,
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
+    rotation: int = 0,
 ) -> list[int]:
     """Write the clip; returns the presentation timestamps of its frames (in 1/fps, or 1/1000 s when variable)."""
     width, height = size
@@ -41,8 +42,11 @@ def make_clip(
         stamps.append(t)
         t += (1000 // fps) * (1 + index % 3) if variable_rate else 1
     with av.open(str(path), "w") as container:
+        container.metadata["title"] = "a test clip"
         video = container.add_stream(codec, rate=fps)
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        if rotation:
+            video.set_display_rotation(rotation)
         video.time_base = time_base
         video.codec_context.time_base = time_base
         if codec == "libx264":

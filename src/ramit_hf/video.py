@@ -321,7 +321,8 @@ class _Plan:
             if other.type in ("audio", "subtitle", "video") and name and not _holds(out_container, name):
                 raise VideoError(
                     f"{output}: a {output.suffix} file cannot hold stream {other.index} of {input} ({other.type}, "
-                    f"{name}), which is kept without re-encoding; name the output .mkv or .mp4 accordingly"
+                    f"{name}), which is copied without re-encoding; choose a container that holds it (.mkv holds "
+                    "SubRip, ASS and WebVTT subtitles, .mp4 and .mov hold mov_text)"
                 )
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         estimated = stream.frames or None
@@ -347,7 +348,7 @@ class _Plan:
                 "color_primaries": int(context.color_primaries),
                 "color_trc": int(context.color_trc),
             },
-            rotation=0.0,
+            rotation=_rotation(input, stream.index),
             encoding=asdict(encoding),
             model={
                 "name": str(getattr(model, "name_or_path", "") or ""),
@@ -364,6 +365,18 @@ class _Plan:
         data = asdict(self)
         data.pop("frames_done")
         return json.loads(json.dumps(data))
+
+
+def _rotation(path: Path, index: int) -> float:
+    """The display rotation of video stream `index` (degrees, counter-clockwise), read from its first frame."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(container.streams[index]), None)
+    except av.FFmpegError:
+        return 0.0  # the main pass names the damage
+    return float(getattr(frame, "rotation", 0) or 0)
 
 
 def _config_digest(model) -> str:
@@ -512,7 +525,7 @@ def _restore_segments(
                 flush()
                 if writer is not None:
                     writer.finish()
-                writer = _SegmentWriter(plan, parts, segment, frame)
+                writer = _SegmentWriter(plan, parts, segment)
             batch.append((index, frame, _to_array(frame, plan.bits)))
             if len(batch) == batch_size:
                 flush()
@@ -602,7 +615,7 @@ class _SegmentWriter:
     """One segment: an encoder of its own (a keyframe first), writing to a temporary file in the parts folder that
     becomes `segment-NNNNNN.mp4` only when complete."""
 
-    def __init__(self, plan: _Plan, parts: Path, segment: int, first_frame) -> None:
+    def __init__(self, plan: _Plan, parts: Path, segment: int) -> None:
         import av
 
         self.plan, self.segment = plan, segment
@@ -613,7 +626,7 @@ class _SegmentWriter:
         # milliseconds, so that no timestamp is rounded
         options = {"movie_timescale": str(plan.time_base[1]), "video_track_timescale": str(plan.time_base[1])}
         self.container = av.open(str(self.temporary), "w", format=_PARTS_FORMAT, options=options)
-        self.stream = _add_encoder(self.container, plan, first_frame)
+        self.stream = _add_encoder(self.container, plan)
         self.finished = False
 
     def encode(self, array: np.ndarray, source_frame) -> None:
@@ -648,7 +661,7 @@ class _SegmentWriter:
             self.temporary.unlink(missing_ok=True)
 
 
-def _add_encoder(container, plan: _Plan, first_frame):
+def _add_encoder(container, plan: _Plan):
     import av
 
     spec = CODECS[plan.encoding["codec"]]
@@ -678,9 +691,6 @@ def _add_encoder(container, plan: _Plan, first_frame):
         options["g"] = str(plan.encoding["segment_frames"])
         options["svtav1-params"] = "irefresh-type=2"  # closed GOP
     context.options = options
-    rotation = getattr(first_frame, "rotation", 0) or 0
-    if rotation:
-        plan.rotation = float(rotation)
     return stream
 
 

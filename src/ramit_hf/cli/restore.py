@@ -400,7 +400,8 @@ def run(args: argparse.Namespace) -> int:
     if fatal is not None:
         return fail("restore", fatal) if rank == 0 else 2
     if rank == 0:
-        _summary(restored, skipped, failures, elapsed, output, single_file)
+        noun = "file" if any(is_video_file(source) for source, _ in items) else "image"
+        _summary(restored, skipped, failures, elapsed, output, single_file, noun)
     return 1 if failures else 0
 
 
@@ -570,9 +571,9 @@ def _message(error: Exception, source: str) -> str:
     return message.removeprefix(f"{source}: ")
 
 
-def _summary(restored, skipped, failures, elapsed, output: Path, single_file: bool) -> None:
+def _summary(restored, skipped, failures, elapsed, output: Path, single_file: bool, noun: str = "image") -> None:
     where = output if single_file else f"{output}{os.sep}"
-    noun = "image" if restored == 1 else "images"
+    noun = noun if restored == 1 else f"{noun}s"
     line = f"restored {restored} {noun} into {where} in {elapsed:.1f} s"
     if skipped:
         line += f" ({skipped} skipped: output exists)"
