@@ -242,8 +242,20 @@ def test_encoding_options_are_checked_before_any_work(capsys):
         VideoEncoding("ffv1", crf=10)
     with pytest.raises(ValueError, match="unknown video codec"):
         VideoEncoding("mpeg2video")
-    assert main(["restore", "clip.mp4", "-o", "out", "--crf", "20", "--bit-rate", "1M"]) == 2
+    assert main(["restore", "clip.mp4", "-o", "out", "--model", "m", "--crf", "20", "--bit-rate", "1M"]) == 2
     assert "a CRF or a bit rate, not both" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("codec, tag, audio", [("libx265", "hvc1", "libmp3lame"), ("libsvtav1", "av01", "aac")])
+def test_other_encoders_join_their_segments(tmp_path, pipe, codec, tag, audio):
+    source = tmp_path / "clip.mp4"
+    make_clip(source, frames=5, audio_codec=audio)  # segments of 2, 2 and 1 frames
+    output = tmp_path / "restored.mp4"
+    restore_video(pipe, source, output, VideoEncoding(codec, segment_frames=2), progress=False)
+    with av.open(str(source)) as original, av.open(str(output)) as restored:
+        assert restored.streams.video[0].codec_tag == tag  # what MP4 players look for
+        assert restored.streams.audio[0].codec_context.name == original.streams.audio[0].codec_context.name
+    assert _frames(output)[0] == pytest.approx(_frames(source)[0], abs=1e-6)
 
 
 def test_ten_bit_input_stays_ten_bit(tmp_path, pipe):

@@ -32,6 +32,7 @@ def make_clip(
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
     rotation: int = 0,
+    audio_codec: str = "aac",
 ) -> list[int]:
     """Write the clip; returns the presentation timestamps of its frames (in 1/fps, or 1/1000 s when variable)."""
     width, height = size
@@ -51,7 +52,7 @@ def make_clip(
         video.codec_context.time_base = time_base
         if codec == "libx264":
             video.codec_context.options = {"preset": "ultrafast", "crf": "10"}
-        sound = container.add_stream("aac", rate=AUDIO_RATE, layout="mono") if audio else None
+        sound = container.add_stream(audio_codec, rate=AUDIO_RATE, layout="mono") if audio else None
         text = container.add_mux_stream("mov_text" if path.suffix == ".mp4" else "subrip") if subtitles else None
         for index, stamp in enumerate(stamps):
             frame = av.VideoFrame.from_ndarray(frame_pixels(index, width, height), format="rgb24")

@@ -537,12 +537,16 @@ def _restore_segments(
         if writer is not None:
             writer.finish()
             writer = None
-    except (av.FFmpegError, _DamagedFrame) as error:
+    except _DamagedFrame as error:
         kept = len(_done_segments(parts))
         raise VideoError(
             f"{plan.input['path']}: the video stream is damaged at frame {index + 1} (after {seconds:.3f} s): "
-            f"{_ffmpeg_message(error)}; {kept} restored segment(s) of {segment_frames} frames are kept in {parts} "
-            "for --resume"
+            f"{error}; {kept} restored segment(s) of {segment_frames} frames are kept in {parts} for --resume"
+        ) from None
+    except av.FFmpegError as error:
+        raise VideoError(
+            f"{plan.input['path']}: {plan.encoding['codec']} cannot encode frame {index} as {plan.pix_fmt} "
+            f"({_ffmpeg_message(error)})"
         ) from None
     finally:
         if writer is not None:
@@ -576,9 +580,19 @@ def _decode(container, stream, plan: _Plan) -> Iterator[Any]:
     step = 1
     if plan.rate:
         step = max(1, round(1 / (Fraction(*plan.rate) * Fraction(*plan.time_base))))
+    import av
+
     previous = None
-    for packet in container.demux(stream):
-        for frame in packet.decode():
+    packets = container.demux(stream)
+    while True:
+        try:  # errors of reading and decoding only: the encoder's are not the input's damage
+            packet = next(packets, None)
+            frames = packet.decode() if packet is not None else []
+        except av.FFmpegError as error:
+            raise _DamagedFrame(_ffmpeg_message(error)) from None
+        if packet is None:
+            return
+        for frame in frames:
             if frame.is_corrupt:
                 raise _DamagedFrame("the decoder could only conceal errors in it")
             if frame.pts is None:
@@ -627,6 +641,7 @@ class _SegmentWriter:
         options = {"movie_timescale": str(plan.time_base[1]), "video_track_timescale": str(plan.time_base[1])}
         self.container = av.open(str(self.temporary), "w", format=_PARTS_FORMAT, options=options)
         self.stream = _add_encoder(self.container, plan)
+        self.packets: list[Any] = []  # a segment's packets are kept until it is complete (compressed: small)
         self.finished = False
 
     def encode(self, array: np.ndarray, source_frame) -> None:
@@ -644,11 +659,12 @@ class _SegmentWriter:
         frame.time_base = Fraction(*plan.time_base)
         if source_frame.duration:
             frame.duration = source_frame.duration
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        self.packets.extend(self.stream.encode(frame))
 
     def finish(self) -> None:
-        for packet in self.stream.encode(None):
+        self.packets.extend(self.stream.encode(None))
+        _decode_timestamps(self.packets)
+        for packet in self.packets:
             self.container.mux(packet)
         self.container.close()
         os.replace(self.temporary, self.path)
@@ -659,6 +675,17 @@ class _SegmentWriter:
             with contextlib.suppress(Exception):
                 self.container.close()
             self.temporary.unlink(missing_ok=True)
+
+
+def _decode_timestamps(packets: list) -> None:
+    """Give a segment's packets (in decode order) decode timestamps from their presentation timestamps: the i-th
+    smallest, moved back just enough that no packet is decoded after it is shown. Encoders' own differ (libx265
+    leaves those of short segments unset), and these are what a demuxer would infer; they increase, so the
+    segments join (`_interleave`)."""
+    stamps = sorted(packet.pts for packet in packets)
+    shift = max((stamp - packet.pts for stamp, packet in zip(stamps, packets, strict=True)), default=0)
+    for stamp, packet in zip(stamps, packets, strict=True):
+        packet.dts = stamp - shift
 
 
 def _add_encoder(container, plan: _Plan):
@@ -688,6 +715,7 @@ def _add_encoder(container, plan: _Plan):
         if plan.encoding["codec"] == "libx265":
             options[key] += ":log-level=error"
     elif plan.encoding["codec"] == "libsvtav1":
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner to stderr at every encoder otherwise
         options["g"] = str(plan.encoding["segment_frames"])
         options["svtav1-params"] = "irefresh-type=2"  # closed GOP
     context.options = options
@@ -738,10 +766,12 @@ def _mux_into(file, input: Path, plan: _Plan, parts: Path) -> list[str]:
         restored = _video_stream(source, input)
         out.metadata.update(source.metadata)
         mapping: dict[int, Any] = {}
+        # opaque: codec parameters copied as they are, without an encoder named like the decoder (libdav1d and
+        # mp3float have none)
         for stream in source.streams:
             new: Any
             if stream is restored:
-                new = out.add_stream_from_template(first.streams.video[0])
+                new = out.add_stream_from_template(first.streams.video[0], opaque=True)
                 spec = CODECS[plan.encoding["codec"]]
                 if spec.get("tag") and plan.container in ("mp4", "mov"):
                     new.codec_tag = spec["tag"]  # what Apple players look for
@@ -750,7 +780,7 @@ def _mux_into(file, input: Path, plan: _Plan, parts: Path) -> list[str]:
             elif stream.type == "attachment":
                 continue  # fonts of subtitle tracks: carried below
             else:
-                new = out.add_stream_from_template(stream)
+                new = out.add_stream_from_template(stream, opaque=True)
                 copied.append(f"{stream.type} {stream.index} ({stream.codec_context.name})")
             new.metadata.update(_kept_tags(stream.metadata, restored=stream is restored))
             _copy_disposition(stream, new)
