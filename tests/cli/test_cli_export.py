@@ -27,10 +27,10 @@ def slim_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """1x1, 1x500, 37x53 and a 700x500 image (tiled by --tile auto), cut from Set14 (width x height)."""
+    """1x1, 1x500, 37x53 and a 280x200 image (tiled by --tile 128 below), cut from Set14 (width x height)."""
     folder = tmp_path_factory.mktemp("images")
     barbara = Image.open(shared_path("testsets", "Set14", "HR", "barbara.png")).convert("RGB")
-    for width, height in ((1, 1), (500, 1), (53, 37), (700, 500)):
+    for width, height in ((1, 1), (500, 1), (53, 37), (280, 200)):
         barbara.crop((10, 20, 10 + width, 20 + height)).save(folder / f"{width}x{height}.png")
     return folder
 
@@ -60,13 +60,16 @@ def test_onnx_runtime_restores_like_pytorch(slim_onnx, images, tmp_path, capsys)
         str(checkpoint(SLIM_X2)),
         "--dtype",
         "float32",
+        "--tile",
+        "128",
     ]
     assert main([*torch_cli, "--quiet"]) == 0
-    code = main(["restore", str(images), "-o", str(onnx_out), "--model", str(slim_onnx), "--runtime", "onnxruntime"])
+    onnx_cli = ["restore", str(images), "-o", str(onnx_out), "--model", str(slim_onnx), "--runtime", "onnxruntime"]
+    code = main([*onnx_cli, "--tile", "128"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "model: RAMiT-slimSR sr-x2 (581,008 parameters), float32 on cpu" in printed
-    for name in ("1x1.png", "500x1.png", "53x37.png", "700x500.png"):
+    for name in ("1x1.png", "500x1.png", "53x37.png", "280x200.png"):
         expected = np.asarray(Image.open(torch_out / name)).astype(int)
         restored = np.asarray(Image.open(onnx_out / name)).astype(int)
         assert restored.shape == expected.shape

@@ -139,7 +139,7 @@ def test_failures_are_listed_and_the_rest_is_written(tmp_path, inputs, slim_fold
         "missing.png: no such file",
         "empty: folder contains no images",
         "zero.png: empty file",
-        "*.gif: pattern matches no image files",
+        "*.gif: pattern matches no image or video files",
     ):
         assert line in err, line
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
