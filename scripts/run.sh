@@ -32,6 +32,8 @@ if [ "${1:-}" = "tests" ]; then
   mypy --no-error-summary
   # several test processes share the cores: idle OpenMP threads must sleep, not spin
   export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-  exec python -m pytest -q "$@"
+  # two pytest-xdist workers, each running whole files (module fixtures built once): many tests wait on
+  # subprocesses, model loading or I/O, so two share the two cores of CI far better than one does alone
+  exec python -m pytest -q -n "${RAMIT_TEST_WORKERS:-2}" --dist loadfile "$@"
 fi
 exec "$@"

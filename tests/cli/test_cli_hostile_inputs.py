@@ -183,8 +183,10 @@ def test_sigterm_and_ctrl_c_during_a_write_leave_nothing_and_say_so(tmp_path, ph
     # a real `ramit restore` in its own process, stopped while its output is being written: the write is held
     # (after its bytes are in the temporary file, before it is put in place) until the signal comes
     out = tmp_path / "out"
+    # SIGINT as a terminal delivers it: a test run started in the background inherits it ignored
     script = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "import ramit_hf.atomic as atomic\n"
         "def held(fd):\n"
         "    print('writing', flush=True); time.sleep(600)\n"
