@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import textwrap
 
 import pytest
 import torch
@@ -103,7 +103,8 @@ def test_killed_run_resumes_exactly(workspace):
     uninterrupted, killed = workspace / "whole", workspace / "killed"
     base = [sys.executable, "-m", "ramit_hf.cli"]
     steps = ["--max-steps", "16", "--eval-steps", "4", "--ema-decay", "0.9"]
-    # both runs start together (2 cores); the second is killed once its first checkpoint is complete
+    # both runs start together (2 cores); the second kills itself (SIGKILL) as soon as its first checkpoint is
+    # complete, whatever the machine's load
     whole = subprocess.Popen(
         base + train_command(workspace, uninterrupted, *steps),
         env=environment(),
@@ -111,19 +112,27 @@ def test_killed_run_resumes_exactly(workspace):
         stderr=subprocess.PIPE,
         text=True,
     )
-    victim = subprocess.Popen(
-        base + train_command(workspace, killed, *steps),
-        env=environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    killer = textwrap.dedent(f"""
+        import os, signal, sys
+        from transformers import Trainer
+        from ramit_hf.cli import main
+
+        save = Trainer._save_checkpoint
+
+        def save_then_die(self, *args, **kwargs):
+            save(self, *args, **kwargs)
+            if self.state.global_step == 4:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        Trainer._save_checkpoint = save_then_die
+        sys.exit(main({train_command(workspace, killed, *steps)!r}))
+    """)
+    victim = subprocess.run(
+        [sys.executable, "-c", killer], env=environment(), capture_output=True, text=True, timeout=300, check=False
     )
-    deadline = time.monotonic() + 240
-    while not (killed / "checkpoint-4" / "trainer_state.json").is_file():
-        assert victim.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL
-    assert not (killed / "checkpoint-16").exists(), "the run finished before it was killed"
+    assert victim.returncode == -signal.SIGKILL, victim.stderr[-3000:]
+    assert (killed / "checkpoint-4" / "trainer_state.json").is_file()
+    assert not (killed / "checkpoint-8").exists()
 
     resumed = subprocess.run(
         base + train_command(workspace, killed, *steps, "--resume"),
