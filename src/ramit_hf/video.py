@@ -212,26 +212,17 @@ def _check_paths(input: Path, output: Path, overwrite: bool) -> None:
         raise FileExistsError(f"output {output} exists (pass --overwrite / overwrite=True to replace it)")
 
 
-class _open_input:
+def _open_input(path: Path):
     """The input container, its open failures named (a file still being written often has no index yet)."""
+    import av
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self):
-        import av
-
-        try:
-            self.container = av.open(str(self.path), metadata_errors="replace")
-        except av.FFmpegError as error:
-            raise VideoError(
-                f"{self.path}: cannot be read as a video ({_ffmpeg_message(error)}); if it is still being written, "
-                "wait until it is complete"
-            ) from None
-        return self.container
-
-    def __exit__(self, *exc) -> None:
-        self.container.close()
+    try:
+        return av.open(str(path), metadata_errors="replace")
+    except av.FFmpegError as error:
+        raise VideoError(
+            f"{path}: cannot be read as a video ({_ffmpeg_message(error)}); if it is still being written, wait "
+            "until it is complete"
+        ) from None
 
 
 def _ffmpeg_message(error: Exception) -> str:
